@@ -1,0 +1,53 @@
+"""Loss functions of Gatys, Ecker & Bethge (CVPR 2016), as pure functions.
+
+Features are ``(..., H, W, C)`` arrays: ``F^l`` of the paper is the ``C x (H*W)`` matrix ``N_l x M_l``.
+These are the exact formulas of the paper and the reference definition of jaxstyle. The one optional
+normalisation (so that default weights behave the same at every image size) lives in
+:func:`jaxstyle.stylize.total_loss`, nowhere else.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+HIGHEST = jax.lax.Precision.HIGHEST
+
+
+def gram_matrix(features: jax.Array) -> jax.Array:
+    """Gram matrix ``G_ij = sum_k F_ik F_jk`` per image: ``(..., H, W, C) -> (..., C, C)``.
+
+    Always float32 at HIGHEST precision, even where activations are bfloat16 or the default matmul precision
+    is lower (TF32): the Gram sums M_l products and its error feeds the style loss squared.
+    """
+    f = features.reshape(*features.shape[:-3], -1, features.shape[-1])
+    return jnp.einsum("...ki,...kj->...ij", f, f, precision=HIGHEST, preferred_element_type=jnp.float32)
+
+
+def content_loss(features: jax.Array, target: jax.Array) -> jax.Array:
+    """``L_content = 1/2 sum_ij (F_ij - P_ij)^2`` (summed over everything, batch included)."""
+    diff = features.astype(jnp.float32) - target.astype(jnp.float32)
+    return 0.5 * jnp.sum(diff * diff)
+
+
+def style_layer_loss(features: jax.Array, target_gram: jax.Array) -> jax.Array:
+    """``E_l = 1 / (4 N^2 M^2) sum_ij (G_ij - A_ij)^2`` with ``G`` the Gram of ``features``.
+
+    ``target_gram`` must be the Gram of the style image at the same ``M`` as ``features`` (see
+    :func:`jaxstyle.stylize.style_targets`, which rescales Grams of differently sized style images).
+    """
+    n = features.shape[-1]
+    m = features.shape[-2] * features.shape[-3]
+    diff = gram_matrix(features) - target_gram
+    return jnp.sum(diff * diff) / (4.0 * n**2 * m**2)
+
+
+def tv_loss(image: jax.Array) -> jax.Array:
+    """Total variation (squared differences of neighbouring pixels), ``(..., H, W, C)``.
+
+    ``sum (x[i+1, j] - x[i, j])^2 + (x[i, j+1] - x[i, j])^2`` as in neural-style's TVLoss (Mahendran & Vedaldi).
+    """
+    x = image.astype(jnp.float32)
+    dh = x[..., 1:, :, :] - x[..., :-1, :, :]
+    dw = x[..., :, 1:, :] - x[..., :, :-1, :]
+    return jnp.sum(dh * dh) + jnp.sum(dw * dw)
