@@ -1,0 +1,57 @@
+"""The ``jaxstyle`` command: one subcommand per module in this package.
+
+Each subcommand module defines ``register(subparsers) -> argparse.ArgumentParser`` and sets ``run=`` on the
+parser (``parser.set_defaults(run=func)``); ``func(args) -> int`` returns the exit status. Errors derived from
+:class:`~jaxstyle.errors.JaxstyleError` become one line on stderr and their exit code, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import warnings
+
+from ..errors import EXIT_INTERRUPTED, JaxstyleError
+
+# name -> module in jaxstyle.cli; order is the order in --help.
+SUBCOMMANDS = ("stylize", "sweep", "convert", "download", "features")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="jaxstyle",
+        description="Neural style transfer the JAX way (Gatys et al. 2016; Johnson et al. 2016).",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in SUBCOMMANDS:
+        importlib.import_module(f"{__name__}.{name}").register(sub)
+    return parser
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    # Warnings are for people at a terminal: one plain line, no source location.
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def run_subcommand(name: str, argv=None) -> int:
+    """Entry point for ``scripts/<name>.py``: ``jaxstyle <name> ...``."""
+    return main([name, *(sys.argv[1:] if argv is None else argv)])
+
+
+def main(argv=None) -> int:
+    warnings.showwarning = _show_warning
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except JaxstyleError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())
