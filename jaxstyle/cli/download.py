@@ -1,0 +1,52 @@
+"""``jaxstyle download``: fetch the public Keras or torchvision VGG weights, verify, convert."""
+
+from __future__ import annotations
+
+import argparse
+
+from .. import download as downloader
+from .convert import format_summary
+
+HELP = "download public VGG weights (Keras or torchvision), verify the checksum and convert them"
+DESCRIPTION = """\
+Download the published VGG19/VGG16 weights, verify their checksum (Keras: md5; torchvision: the sha256 prefix
+in the file name), and convert them to jaxstyle's .npz. The file streams to <weights dir>/<name>.part; on any
+failure the partial file is removed and no output is written. URLs and checksums: weights/README.md."""
+EPILOG = """\
+examples:
+  jaxstyle download keras -o weights/vgg19.npz
+  jaxstyle download torchvision --arch vgg16 -o weights/vgg16.npz --keep-source
+
+exit status: 0 ok, 2 bad option or output path, 3 network error, checksum mismatch or invalid file."""
+
+
+def register(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser("download", help=HELP, description=DESCRIPTION, epilog=EPILOG,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("source", choices=downloader.DOWNLOADABLE,
+                        help="keras: Keras notop .h5 (Caffe preprocessing); torchvision: torchvision .pth "
+                             "(ImageNet mean/std preprocessing)")
+    parser.add_argument("--arch", default="vgg19", choices=("vgg19", "vgg16"), help="architecture (default vgg19)")
+    parser.add_argument("-o", "--output", metavar="PATH", default=None,
+                        help="converted file to write (default: weights/<arch>.npz); the download goes beside it")
+    parser.add_argument("--keep-source", action="store_true",
+                        help="keep the verified original file next to the output under its published name")
+    parser.add_argument("--force", action="store_true", help="overwrite the output (and kept source) if it exists")
+    mirror = parser.add_argument_group("mirrors", "download the same file from elsewhere")
+    mirror.add_argument("--url", default=None, help="download from this URL instead of the published one")
+    mirror.add_argument("--md5", default=None, metavar="HEX",
+                        help="expected md5 of the file (replaces the published checksum)")
+    mirror.add_argument("--sha256-prefix", default=None, metavar="HEX",
+                        help="expected sha256 of the file, or its first hex digits (replaces the published "
+                             "checksum)")
+    parser.set_defaults(run=run)
+    return parser
+
+
+def run(args) -> int:
+    info = downloader.download(args.source, args.arch, args.output, keep_source=args.keep_source, url=args.url,
+                               md5=args.md5, sha256_prefix=args.sha256_prefix, overwrite=args.force)
+    print(format_summary(info))
+    if info["kept_source"]:
+        print(f"kept the source file {info['kept_source']}")
+    return 0
