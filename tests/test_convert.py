@@ -290,7 +290,8 @@ def test_shallow_layers_run_fewer_convs(layers, convs, vgg19_model):
 
 
 def _run_script(*args, cwd=None):
-    env = {**os.environ, "PYTHONPATH": REPO, "JAX_PLATFORMS": "cpu"}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")])),
+           "JAX_PLATFORMS": "cpu"}
     return subprocess.run([sys.executable, os.path.join(REPO, "scripts", "convert_weights.py"), *args],
                           capture_output=True, text=True, env=env, cwd=cwd, timeout=120)
 

@@ -1,0 +1,182 @@
+"""Download: streamed from a local HTTP server, checksum-verified, converted; nothing half-written on failure.
+
+The server (127.0.0.1, a thread) serves files the test writes in the published Keras / torchvision layouts
+with random values; ``--url`` and the checksum options point the downloader at it, as they would at a mirror.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import os
+import socket
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+from jaxstyle import download as D
+from jaxstyle import load_vgg
+from jaxstyle.errors import UsageError, WeightsError
+from weight_files import random_hwio, torchvision_state_dict, write_keras, write_torch
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def truth():
+    return random_hwio("vgg16", seed=3)
+
+
+@pytest.fixture(scope="module")
+def files(truth, tmp_path_factory):
+    d = tmp_path_factory.mktemp("published")
+    write_keras(d / "k.h5", "vgg16", truth, naming="2016")
+    write_torch(d / "t.pth", torchvision_state_dict("vgg16", truth))
+    return {"/keras.h5": (d / "k.h5").read_bytes(), "/tv.pth": (d / "t.pth").read_bytes()}
+
+
+@pytest.fixture(scope="module")
+def server(files):
+    """Serves ``files``; ``/short/<name>`` advertises the full Content-Length but closes halfway."""
+    requests = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            requests.append(self.path)
+            short = self.path.startswith("/short/")
+            body = files.get(self.path.removeprefix("/short") if short else self.path)
+            if body is None:
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body[: len(body) // 2] if short else body)
+            self.close_connection = True
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", requests
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def md5(data: bytes) -> str:
+    return hashlib.md5(data).hexdigest()
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_keras_md5_match_converts(server, files, truth, tmp_path):
+    base, _ = server
+    out = tmp_path / "weights" / "vgg16.npz"
+    info = D.download("keras", "vgg16", out, url=f"{base}/keras.h5", md5=md5(files["/keras.h5"]), progress=False)
+    assert os.listdir(tmp_path / "weights") == ["vgg16.npz"]  # no .part, no kept source
+    model = load_vgg(out)
+    assert model.arch == "vgg16" and model.preprocess.name == "caffe"
+    # The published name is recorded (not the mirror's), with the sha256 of the bytes served.
+    assert model.source == "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
+    assert model.source_sha256 == sha256(files["/keras.h5"]) == info["source_sha256"]
+    for name, (k, b) in truth.items():
+        np.testing.assert_array_equal(model.params["params"][name]["kernel"], k)
+        np.testing.assert_array_equal(model.params["params"][name]["bias"], b)
+
+
+def test_torchvision_sha256_prefix_and_keep_source(server, files, tmp_path):
+    base, _ = server
+    out = tmp_path / "w" / "tv.npz"
+    info = D.download("torchvision", "vgg16", out, url=f"{base}/tv.pth", keep_source=True,
+                      sha256_prefix=sha256(files["/tv.pth"])[:8], progress=False)
+    assert sorted(os.listdir(tmp_path / "w")) == ["tv.npz", "vgg16-397923af.pth"]
+    assert info["kept_source"] == str(tmp_path / "w" / "vgg16-397923af.pth")
+    assert (tmp_path / "w" / "vgg16-397923af.pth").read_bytes() == files["/tv.pth"]
+    assert load_vgg(out).preprocess.name == "torchvision"
+
+
+@pytest.mark.parametrize("source,path,checksum", [
+    ("keras", "/keras.h5", {"md5": "0" * 32}),
+    ("torchvision", "/tv.pth", {"sha256_prefix": "deadbeef"}),
+    ("keras", "/keras.h5", {}),  # a mirror without an explicit checksum is still held to the published md5
+])
+def test_checksum_mismatch_leaves_nothing(server, source, path, checksum, tmp_path):
+    base, _ = server
+    out = tmp_path / "weights" / "vgg16.npz"
+    with pytest.raises(WeightsError, match="md5|sha256") as e:
+        D.download(source, "vgg16", out, url=base + path, progress=False, **checksum)
+    assert "\n" not in str(e.value) and base in str(e.value)
+    assert os.listdir(tmp_path / "weights") == []
+
+
+def test_interrupted_transfer_leaves_nothing(server, files, tmp_path):
+    base, _ = server
+    out = tmp_path / "weights" / "vgg16.npz"
+    with pytest.raises(WeightsError, match="interrupted"):
+        D.download("keras", "vgg16", out, url=f"{base}/short/keras.h5", md5=md5(files["/keras.h5"]),
+                   progress=False)
+    assert os.listdir(tmp_path / "weights") == []
+
+
+def test_network_errors_are_one_line(server, tmp_path):
+    base, _ = server
+    with pytest.raises(WeightsError, match="HTTP 404"):
+        D.download("keras", "vgg16", tmp_path / "a.npz", url=f"{base}/missing.h5", progress=False)
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(WeightsError, match="download failed") as e:
+        D.download("keras", "vgg16", tmp_path / "a.npz", url=f"http://127.0.0.1:{port}/x.h5", progress=False)
+    assert "\n" not in str(e.value)
+    assert sorted(os.listdir(tmp_path)) == []
+
+
+def test_existing_output_refused_before_downloading(server, tmp_path):
+    base, requests = server
+    out = tmp_path / "vgg16.npz"
+    out.write_bytes(b"keep")
+    before = len(requests)
+    with pytest.raises(UsageError, match="--force"):
+        D.download("keras", "vgg16", out, url=f"{base}/keras.h5", progress=False)
+    assert len(requests) == before and out.read_bytes() == b"keep"
+    with pytest.raises(UsageError, match="hex"):
+        D.download("keras", "vgg16", tmp_path / "b.npz", md5="not-hex", progress=False)
+
+
+def test_published_sources_are_complete():
+    for arch in ("vgg19", "vgg16"):
+        keras, tv = D.SOURCES[("keras", arch)], D.SOURCES[("torchvision", arch)]
+        assert keras.url.startswith("https://storage.googleapis.com/tensorflow/keras-applications/")
+        assert keras.url.endswith(f"{arch}_weights_tf_dim_ordering_tf_kernels_notop.h5") and len(keras.md5) == 32
+        # torchvision names carry the first 8 hex digits of the file's sha256.
+        assert tv.url == f"https://download.pytorch.org/models/{arch}-{tv.sha256_prefix}.pth"
+
+
+def test_cli_download(server, files, tmp_path):
+    base, _ = server
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")])),
+           "JAX_PLATFORMS": "cpu"}
+    script = os.path.join(REPO, "scripts", "download_weights.py")
+    out = tmp_path / "vgg16.npz"
+    ok = subprocess.run([sys.executable, script, "torchvision", "--arch", "vgg16", "-o", str(out), "--url",
+                         f"{base}/tv.pth", "--sha256-prefix", sha256(files["/tv.pth"])[:12]],
+                        capture_output=True, text=True, env=env, timeout=120)
+    assert ok.returncode == 0, ok.stderr
+    assert "vgg16" in ok.stdout and "torchvision" in ok.stdout and out.exists()
+    bad = subprocess.run([sys.executable, script, "torchvision", "--arch", "vgg16", "-o", str(tmp_path / "b.npz"),
+                          "--url", f"{base}/short/tv.pth"], capture_output=True, text=True, env=env, timeout=120)
+    assert bad.returncode == 3 and "Traceback" not in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1 and "interrupted" in bad.stderr
+    assert sorted(os.listdir(tmp_path)) == ["vgg16.npz"]
+    helped = subprocess.run([sys.executable, script, "--help"], capture_output=True, text=True, env=env, timeout=60)
+    assert helped.returncode == 0
+    for option in ("--arch", "-o", "--keep-source", "--force", "--url", "--md5", "--sha256-prefix"):
+        assert option in helped.stdout
