@@ -10,3 +10,4 @@ from .vgg import ARCHITECTURES, PRESETS, VGG, Preprocess, layer_names
 from .weights import RandomWeightsWarning
 
 __version__ = "0.1.0"
+from .stylize import StyleConfig, StylizeResult, run_stylize, stylize
