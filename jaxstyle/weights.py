@@ -15,7 +15,10 @@ non-finite values, another architecture than asked for) raises :class:`WeightsEr
 
 from __future__ import annotations
 
+import lzma
 import os
+import struct
+import tokenize
 import warnings
 import zipfile
 import zlib
@@ -28,6 +31,11 @@ from .atomic import atomic_write
 from .errors import WeightsError
 
 FORMAT_VERSION = 1
+# What zipfile/numpy raise on damaged archives besides ValueError (found by tests/test_fuzz.py): unsupported zip
+# versions, compression methods or encryption flags, broken npy header text, corrupt compressed streams, shapes
+# too large to allocate.
+_CORRUPT = (OSError, EOFError, zipfile.BadZipFile, zlib.error, lzma.LZMAError, NotImplementedError, RuntimeError,
+            tokenize.TokenError, SyntaxError, TypeError, RecursionError, struct.error, OverflowError, MemoryError)
 META_KEYS = (
     "meta/format_version", "meta/arch", "meta/preset", "meta/bgr", "meta/scale", "meta/mean", "meta/std",
     "meta/source", "meta/source_sha256", "meta/source_format",
@@ -89,7 +97,7 @@ def load_converted(path, arch: str | None = None) -> tuple[str, dict, vgg.Prepro
             raise WeightsError(path, "contains pickled data, which is never loaded",
                                "convert the source with scripts/convert_weights.py") from None
         raise WeightsError(path, f"not a converted weights file ({e})", fix) from None
-    except (OSError, EOFError, zipfile.BadZipFile) as e:
+    except _CORRUPT as e:
         raise WeightsError(path, f"unreadable or truncated ({type(e).__name__})", fix) from None
     if not isinstance(archive, np.lib.npyio.NpzFile):
         raise WeightsError(path, "holds a single array, not a converted weights archive", fix)
@@ -99,7 +107,7 @@ def load_converted(path, arch: str | None = None) -> tuple[str, dict, vgg.Prepro
             return archive[key]
         except ValueError as e:  # object arrays need pickle
             raise WeightsError(path, f"key {key!r} holds pickled objects ({e})", fix) from None
-        except (OSError, EOFError, zipfile.BadZipFile, zlib.error, KeyError) as e:
+        except (*_CORRUPT, KeyError) as e:
             raise WeightsError(path, f"key {key!r} is unreadable or truncated ({type(e).__name__})", fix) from None
 
     with archive:
@@ -108,7 +116,10 @@ def load_converted(path, arch: str | None = None) -> tuple[str, dict, vgg.Prepro
         if missing_meta:
             raise WeightsError(path, f"missing key {missing_meta[0]!r} (not a jaxstyle converted file?)", fix)
         meta = {k.split("/", 1)[1]: read(k) for k in META_KEYS}
-        version = int(meta["format_version"])
+        try:
+            version = int(meta["format_version"])
+        except (TypeError, ValueError, OverflowError) as e:
+            raise WeightsError(path, f"key 'meta/format_version' is not an integer ({e})", fix) from None
         if version != FORMAT_VERSION:
             raise WeightsError(path, f"format version {version}, this jaxstyle reads {FORMAT_VERSION}", fix)
         file_arch = str(meta["arch"])
