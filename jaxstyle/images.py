@@ -9,6 +9,7 @@ absent. See docs/images.md for how each unusual input is handled.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import os
@@ -72,7 +73,7 @@ def load_image(path, *, max_pixels: int | None = DEFAULT_MAX_PIXELS, role: str =
         raise UsageError(f"max_pixels must be positive or None, got {max_pixels}")
 
     lift = max_pixels is None or (Image.MAX_IMAGE_PIXELS is not None and max_pixels > Image.MAX_IMAGE_PIXELS)
-    with _PILLOW_LIMIT_LOCK if lift else _nullcontext():
+    with _PILLOW_LIMIT_LOCK if lift else contextlib.nullcontext():
         saved = Image.MAX_IMAGE_PIXELS
         if lift:
             Image.MAX_IMAGE_PIXELS = None  # our own header check below replaces Pillow's
@@ -96,14 +97,6 @@ def load_image(path, *, max_pixels: int | None = DEFAULT_MAX_PIXELS, role: str =
                       f"(the network needs at least {MIN_SIZE} px per side)", ImageWarning, stacklevel=2)
         array = resize_to(array, (new_h, new_w))
     return array
-
-
-class _nullcontext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _decode(path: str, what: str, max_pixels: int | None) -> Image.Image:
