@@ -263,6 +263,9 @@ class StylizeResult:
     history: list  # one dict per chunk: iteration, total, content, style, tv, seconds
     status: str  # "done" | "interrupted" | "nonfinite"
     message: str = ""
+    # Where to continue from (raw iterate and optimiser state after the last completed chunk); None when the
+    # state is unusable (a hard interrupt inside a chunk, or a non-finite loss).
+    resume: "ResumeState | None" = None
 
 
 class Problem(NamedTuple):
@@ -339,8 +342,10 @@ def _compiled(spec: LossSpec, opt_key: tuple):
     def terms(model, x, targets, weights):
         return loss_terms(x, model, targets, weights, spec)
 
-    # Donate the image and optimiser state: each chunk consumes them and returns their successors.
-    run = jax.jit(chunk, static_argnames=("max_steps",), donate_argnums=(1, 2))
+    # Donate the optimiser state (the big buffers: L-BFGS keeps 2 x memory images); each chunk consumes it and
+    # returns its successor. The image is not donated, so the last completed chunk's image stays valid even
+    # if a hard interrupt lands while the next chunk runs.
+    run = jax.jit(chunk, static_argnames=("max_steps",), donate_argnums=(2,))
     return opt, run, jax.jit(terms)
 
 
@@ -361,11 +366,15 @@ class ResumeState(NamedTuple):
 
 def run_stylize(content, styles, model: VGGModel, config: StyleConfig = StyleConfig(), *,
                 chunk: int = 50, callback: Callable[[Progress], None] | None = None,
-                resume: ResumeState | None = None, init=None) -> StylizeResult:
+                resume: ResumeState | None = None, init=None,
+                should_stop: Callable[[], bool] | None = None) -> StylizeResult:
     """Optimise an image; return a :class:`StylizeResult` (also on Ctrl-C or a non-finite loss).
 
     ``chunk`` iterations run per compiled call (one host round-trip); ``callback`` sees each chunk's end.
-    ``init`` (an array) overrides ``config.init``. ``resume`` continues a checkpointed run exactly.
+    ``init`` (an array) overrides ``config.init``. ``resume`` continues a checkpointed run exactly: the
+    compiled loop is the same whatever the chunk boundaries, so a resumed run ends on the same image.
+    ``should_stop`` is polled after every chunk (the CLI sets it from its SIGINT handler) for a clean stop
+    whose state can still be checkpointed; a KeyboardInterrupt inside a chunk keeps the last completed image.
     """
     if model.pooling != config.pooling:
         model = model.replace(module=model.module.clone(pooling=config.pooling))
@@ -373,7 +382,14 @@ def run_stylize(content, styles, model: VGGModel, config: StyleConfig = StyleCon
     style0 = problem.styles[0] if problem.styles else None
     opt, run, terms_fn = _compiled(problem.spec, (config.optimizer, config.learning_rate, config.lbfgs_memory))
     if resume is not None:
-        x, state = jnp.asarray(resume.x), resume.opt_state
+        from .checkpoint import CheckpointError, restore_state
+
+        x = jnp.asarray(resume.x, jnp.float32)
+        if tuple(x.shape) != tuple(problem.shape):
+            raise CheckpointError("checkpoint", f"image is {tuple(x.shape)}, this run makes {problem.shape}",
+                                  "resume with the same inputs and --image-size")
+        # Accepts the state pytree itself or the flat list of leaves a checkpoint file holds.
+        state = restore_state(opt.init(x), jax.tree.leaves(resume.opt_state))
         iteration, evaluations, history = resume.iteration, resume.evaluations, list(resume.history)
     else:
         x = init_image(config.init if init is None else init, problem.shape, content=problem.content,
@@ -384,7 +400,7 @@ def run_stylize(content, styles, model: VGGModel, config: StyleConfig = StyleCon
     chunk = max(1, int(chunk))
     start = time.perf_counter() - (history[-1]["seconds"] if history else 0.0)
     status, message = "done", ""
-    x_good = x
+    x_good, resumable = x, True
     try:
         while iteration < config.iterations:
             n = min(chunk, config.iterations - iteration)
@@ -409,10 +425,17 @@ def run_stylize(content, styles, model: VGGModel, config: StyleConfig = StyleCon
                 callback(Progress(iteration, config.iterations, _finish(problem, config, x), t,
                                   np.asarray(out.values)[:steps], evaluations, record["seconds"], x, state))
             if status != "done":
+                resumable = False
+                break
+            if should_stop is not None and should_stop() and iteration < config.iterations:
+                status, message = "interrupted", f"interrupted after {iteration} iterations; kept the last good image"
                 break
     except KeyboardInterrupt:
         status, message = "interrupted", f"interrupted after {iteration} iterations; kept the last good image"
-    return StylizeResult(_finish(problem, config, x_good), iteration, evaluations, history, status, message)
+        resumable = False  # the donated optimiser state of the interrupted chunk is gone
+    resume_out = ResumeState(x_good, state, iteration, evaluations, history) if resumable else None
+    return StylizeResult(_finish(problem, config, x_good), iteration, evaluations, history, status, message,
+                         resume_out)
 
 
 def stylize(content, style, *, model: VGGModel | None = None, **options) -> np.ndarray:
