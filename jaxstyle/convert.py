@@ -158,13 +158,20 @@ def _as_f32(path, key: str, value) -> np.ndarray:
     return array
 
 
-def _checked(path, arch: str, name: str, kernel_key: str, kernel, bias_key: str, bias) -> tuple:
-    """Assert one layer's HWIO kernel and bias shapes against the architecture."""
+# Axis order of each source layout, as a permutation of HWIO (to state the expected shape in its own terms).
+_LAYOUT_FROM_HWIO = {"HWIO": (0, 1, 2, 3), "OIHW": (3, 2, 0, 1), "[W,H,in,out]": (1, 0, 2, 3)}
+
+
+def _checked(path, arch: str, name: str, kernel_key: str, kernel_hwio, bias_key: str, bias,
+             layout: str = "HWIO", source_shape=None) -> tuple:
+    """Assert one layer's kernel (already HWIO) and bias shapes against the architecture."""
     shape = vgg.conv_shapes(arch)[name]
-    kernel, bias = _as_f32(path, kernel_key, kernel), _as_f32(path, bias_key, bias)
+    kernel, bias = _as_f32(path, kernel_key, kernel_hwio), _as_f32(path, bias_key, bias)
     if kernel.shape != shape:
-        raise WeightsError(path, f"key {kernel_key!r} ({name}) has shape {kernel.shape} after conversion, "
-                                 f"expected HWIO {shape}", "pass an unmodified VGG weights file")
+        want = tuple(shape[i] for i in _LAYOUT_FROM_HWIO[layout])
+        got = tuple(source_shape) if source_shape is not None else kernel.shape
+        raise WeightsError(path, f"key {kernel_key!r} ({name}) has shape {got}, expected {layout} {want}",
+                           "pass an unmodified VGG weights file")
     if bias.shape != (shape[-1],):
         raise WeightsError(path, f"key {bias_key!r} ({name}) has shape {bias.shape}, expected {(shape[-1],)}",
                            "pass an unmodified VGG weights file")
@@ -234,7 +241,8 @@ def _from_torchvision_keys(path, arrays: dict) -> tuple[str, dict]:
         w = np.asarray(arrays[wk])
         if w.ndim != 4:
             raise WeightsError(path, f"key {wk!r} has shape {w.shape}, expected OIHW", "pass a VGG state_dict")
-        convs[name] = _checked(path, arch, name, wk, w.transpose(2, 3, 1, 0), bk, arrays[bk])  # OIHW -> HWIO
+        convs[name] = _checked(path, arch, name, wk, w.transpose(2, 3, 1, 0), bk, arrays[bk],  # OIHW -> HWIO
+                               layout="OIHW", source_shape=w.shape)
     return arch, convs
 
 
@@ -254,7 +262,8 @@ def _from_gatys_keys(path, arrays: dict) -> tuple[str, dict]:
         w = np.asarray(arrays[wk])
         if w.ndim != 4:
             raise WeightsError(path, f"key {wk!r} has shape {w.shape}, expected OIHW", "pass vgg_conv.pth")
-        convs[name] = _checked(path, arch, name, wk, w.transpose(2, 3, 1, 0), bk, arrays[bk])
+        convs[name] = _checked(path, arch, name, wk, w.transpose(2, 3, 1, 0), bk, arrays[bk],  # OIHW -> HWIO
+                               layout="OIHW", source_shape=w.shape)
     return arch, convs
 
 
@@ -362,11 +371,12 @@ def _read_matconvnet(path) -> tuple[str, dict, vgg.Preprocess]:
         # MatConvNet stores [W, H, in, out] (MATLAB's column-major view); HWIO swaps the first two axes.
         # Biases come as (1, out) or (out, 1); squeeze_me already made them (out,).
         convs_by_layer.append((f"conv{m.group(1)}_{m.group(2)}", f"{name}.weights{{1}}", kernel.transpose(1, 0, 2, 3),
-                               f"{name}.weights{{2}}", bias.reshape(-1)))
+                               f"{name}.weights{{2}}", bias.reshape(-1), kernel.shape))
     arch = _arch_for(path, len(convs_by_layer), "conv-type layers named conv*_*")
     if tuple(c[0] for c in convs_by_layer) != vgg.conv_names(arch):
         raise WeightsError(path, f"conv layer names/order differ from {arch}", "pass an unmodified MatConvNet model")
-    convs = {name: _checked(path, arch, name, kk, k, bk, b) for name, kk, k, bk, b in convs_by_layer}
+    convs = {name: _checked(path, arch, name, kk, k, bk, b, layout="[W,H,in,out]", source_shape=shape)
+             for name, kk, k, bk, b, shape in convs_by_layer}
 
     meta = mat.get("meta")
     normalization = _field(meta, "normalization") if meta is not None else None

@@ -224,6 +224,12 @@ def test_wrong_conv_count_and_shape_name_the_key(truth, tmp_path):
     with pytest.raises(WeightsError, match="block2_conv1/kernel:0"):
         C.read_source(tmp_path / "k.h5")
 
+    hwio = dict(truth["vgg16"])
+    hwio["conv5_1"] = (hwio["conv5_1"][0][:, :, :, :500], hwio["conv5_1"][1])
+    write_matconvnet(tmp_path / "m.mat", "vgg16", hwio)
+    with pytest.raises(WeightsError, match=r"conv5_1\.weights\{1\}.*\(3, 3, 512, 500\).*\[W,H,in,out\]"):
+        C.read_source(tmp_path / "m.mat")
+
     sd = gatys_state_dict(truth["vgg19"])
     sd["conv3_2.bias"] = sd["conv3_2.bias"] * float("nan")
     write_torch(tmp_path / "vgg_conv.pth", sd)
@@ -304,15 +310,21 @@ def test_cli_help_documents_every_option():
         assert option in result.stdout, option
 
 
-def test_cli_converts_and_refuses_overwrite(truth, tmp_path):
+def test_cli_converts_and_refuses_overwrite(truth, tmp_path, capsys):
+    # In-process (the subprocess path is covered by --help here and by test_weights_validation).
+    from jaxstyle.cli import run_subcommand
+
     src, _ = write_source("caffe-pth", "vgg16", truth["vgg16"], str(tmp_path / "x"))
     out = tmp_path / "vgg16.npz"
-    result = _run_script(src, "-o", str(out))
-    assert result.returncode == 0, result.stderr
-    assert "vgg16" in result.stdout and "caffe" in result.stdout and "13" in result.stdout
-    assert C.file_sha256(src) in result.stdout
+    assert run_subcommand("convert", [src, "-o", str(out)]) == 0
+    stdout = capsys.readouterr().out
+    assert "vgg16" in stdout and "caffe" in stdout and "13" in stdout and C.file_sha256(src) in stdout
     assert load_vgg(out).preprocess.name == "caffe"
-    again = _run_script(src, "-o", str(out))
-    assert again.returncode == 2 and "--force" in again.stderr and "Traceback" not in again.stderr
-    same = _run_script(src, "-o", src, "--force")
-    assert same.returncode == 2 and "overwrite the source" in same.stderr
+    mtime = os.stat(out).st_mtime_ns
+    assert run_subcommand("convert", [src, "-o", str(out)]) == 2
+    assert "--force" in capsys.readouterr().err and os.stat(out).st_mtime_ns == mtime
+    assert run_subcommand("convert", [src, "-o", src, "--force"]) == 2
+    err = capsys.readouterr().err
+    assert "overwrite the source" in err and len(err.strip().splitlines()) == 1
+    assert run_subcommand("convert", [src, "-o", str(out), "--force", "--preset", "torchvision"]) == 0
+    assert load_vgg(out).preprocess.name == "torchvision"

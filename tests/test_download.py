@@ -160,23 +160,33 @@ def test_published_sources_are_complete():
         assert tv.url == f"https://download.pytorch.org/models/{arch}-{tv.sha256_prefix}.pth"
 
 
-def test_cli_download(server, files, tmp_path):
+def test_cli_download(server, files, tmp_path, capsys):
+    # In-process through the same entry point as scripts/download_weights.py (JAX import cost paid once).
+    from jaxstyle.cli import run_subcommand
+
     base, _ = server
+    out = tmp_path / "vgg16.npz"
+    assert run_subcommand("download", ["torchvision", "--arch", "vgg16", "-o", str(out), "--url", f"{base}/tv.pth",
+                                       "--sha256-prefix", sha256(files["/tv.pth"])[:12]]) == 0
+    stdout = capsys.readouterr().out
+    assert "vgg16" in stdout and "torchvision" in stdout and out.exists()
+    assert run_subcommand("download", ["torchvision", "--arch", "vgg16", "-o", str(tmp_path / "b.npz"),
+                                       "--url", f"{base}/short/tv.pth"]) == 3
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "interrupted" in err and "Traceback" not in err
+    assert sorted(os.listdir(tmp_path)) == ["vgg16.npz"]
+    with pytest.raises(SystemExit) as e:
+        run_subcommand("download", ["--help"])
+    assert e.value.code == 0
+    helped = capsys.readouterr().out
+    for option in ("--arch", "-o", "--keep-source", "--force", "--url", "--md5", "--sha256-prefix"):
+        assert option in helped
+
+
+def test_download_script_help_subprocess():
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")])),
            "JAX_PLATFORMS": "cpu"}
-    script = os.path.join(REPO, "scripts", "download_weights.py")
-    out = tmp_path / "vgg16.npz"
-    ok = subprocess.run([sys.executable, script, "torchvision", "--arch", "vgg16", "-o", str(out), "--url",
-                         f"{base}/tv.pth", "--sha256-prefix", sha256(files["/tv.pth"])[:12]],
-                        capture_output=True, text=True, env=env, timeout=120)
-    assert ok.returncode == 0, ok.stderr
-    assert "vgg16" in ok.stdout and "torchvision" in ok.stdout and out.exists()
-    bad = subprocess.run([sys.executable, script, "torchvision", "--arch", "vgg16", "-o", str(tmp_path / "b.npz"),
-                          "--url", f"{base}/short/tv.pth"], capture_output=True, text=True, env=env, timeout=120)
-    assert bad.returncode == 3 and "Traceback" not in bad.stderr
-    assert len(bad.stderr.strip().splitlines()) == 1 and "interrupted" in bad.stderr
-    assert sorted(os.listdir(tmp_path)) == ["vgg16.npz"]
-    helped = subprocess.run([sys.executable, script, "--help"], capture_output=True, text=True, env=env, timeout=60)
-    assert helped.returncode == 0
-    for option in ("--arch", "-o", "--keep-source", "--force", "--url", "--md5", "--sha256-prefix"):
-        assert option in helped.stdout
+    result = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "download_weights.py"), "--help"],
+                            capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "keras" in result.stdout and "torchvision" in result.stdout and "--sha256-prefix" in result.stdout
