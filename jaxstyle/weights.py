@@ -90,12 +90,17 @@ def load_converted(path, arch: str | None = None) -> tuple[str, dict, vgg.Prepro
         raise WeightsError(path, "no such file", "convert or download weights first (see weights/README.md)")
     if os.path.isdir(path):
         raise WeightsError(path, "is a directory, not a weights file", "pass the .npz file itself")
+    with open(path, "rb") as f:
+        magic = f.read(6)
+    if not magic.startswith(b"PK"):  # an .npz is a zip archive
+        if magic[:1] == b"\x80":  # pickle protocol 2+ (also the legacy torch.save format)
+            raise WeightsError(path, "is a pickle, which is never loaded",
+                               "convert the source with scripts/convert_weights.py")
+        what = "empty" if not magic else "a single .npy array" if magic == b"\x93NUMPY" else "not a zip archive"
+        raise WeightsError(path, f"not a converted weights file ({what})", fix)
     try:
         archive = np.load(path, allow_pickle=False)
     except ValueError as e:
-        if "pickle" in str(e):
-            raise WeightsError(path, "contains pickled data, which is never loaded",
-                               "convert the source with scripts/convert_weights.py") from None
         raise WeightsError(path, f"not a converted weights file ({e})", fix) from None
     except _CORRUPT as e:
         raise WeightsError(path, f"unreadable or truncated ({type(e).__name__})", fix) from None
