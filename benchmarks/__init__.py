@@ -1,0 +1,1 @@
+"""Benchmarks: jaxstyle against an equivalent PyTorch implementation (see benchmarks/run.py)."""
