@@ -1,0 +1,16 @@
+"""Shared test setup: one persistent XLA compilation cache for the whole run.
+
+The same loss-and-gradient programs are compiled by many tests and by the CLI subprocesses they start; the
+cache (inherited by subprocesses through the environment) compiles each once. It lives in .pytest_cache.
+"""
+
+import os
+
+os.environ.setdefault(
+    "JAXSTYLE_CACHE_DIR",
+    os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, ".pytest_cache", "jaxstyle-xla"),
+)
+
+from jaxstyle import compilation_cache  # noqa: E402
+
+compilation_cache.enable()
