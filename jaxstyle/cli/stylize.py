@@ -1,0 +1,433 @@
+"""``jaxstyle stylize``: Gatys et al. style transfer from the command line.
+
+Every hyperparameter flag is generated from :class:`jaxstyle.stylize.StyleConfig`'s fields: the default shown in
+``--help`` is read from the dataclass, and a flag that is not given is not passed at all, so StyleConfig's own
+default applies (a default is written once, there). This module only parses, checks, reads and writes; the
+optimisation is :func:`jaxstyle.stylize.run_stylize`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import math
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .. import compilation_cache, images, optim, report, vgg, weights
+from ..errors import EXIT_INTERRUPTED, EXIT_NONFINITE, NonFiniteLossError, UsageError
+from ..stylize import INITS, MODES, NORMALIZATIONS, ORIGINAL_COLORS, StyleConfig, run_stylize
+from ..colour import COLOR_MATCH_METHODS
+from .interrupt import StopRequest
+
+DEFAULTS = {f.name: f.default for f in dataclasses.fields(StyleConfig)}
+DEFAULT_WEIGHTS = os.path.join("weights", "vgg19.npz")  # relative to the working directory, as in the README
+MAX_CHUNK = 25  # iterations per compiled call at most: the progress bar moves at least every 25 iterations
+DEFAULT_PRINT_EVERY = 50
+GIF_FRAME_MS = 120
+LOG_EXTENSIONS = (".jsonl", ".json", ".log", ".txt")
+
+# --demo: the README's first job. Modest so it finishes in a few minutes on a 2-core CPU (see docs/stylize.md).
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "images"
+DEMO = {"content": EXAMPLES / "chelsea.jpg", "style": [EXAMPLES / "starry_night.jpg"],
+        "output": os.path.join("out", "demo.png"), "image_size": 256, "iterations": 200, "save_every": 20}
+
+HELP = "stylize an image with one or more style images (Gatys et al. 2016)"
+DESCRIPTION = """\
+Optimise an image so its VGG features match the content image's (relu4_2) and its Gram matrices match the style
+images' (relu1_1 ... relu5_1), with L-BFGS by default. Lists are comma-separated (--style-layers relu1_1,relu2_1).
+Loss terms are normalised so the default weights work at any size and with any weights file (--normalization)."""
+EPILOG = """\
+outputs: OUT (PNG or JPEG, the content's aspect ratio); with --save-every N also OUT_stem.iterNNNN.EXT every N
+iterations and the animated GIF OUT_stem.gif; --log and --loss-curve on request. Ctrl-C stops after the current
+chunk (twice: at once) and a non-finite loss stops the run: the last good image goes to OUT_stem.last-good.png,
+never to OUT.
+
+examples:
+  jaxstyle stylize --demo
+  jaxstyle stylize --content photo.jpg --style starry_night.jpg -o out.png
+  jaxstyle stylize --content photo.jpg --style a.jpg b.jpg --style-blend-weights 3,1 --original-colors luminance -o out.jpg
+  jaxstyle stylize --mode style --style texture.jpg --image-size 256 -o texture.png
+
+exit status: 0 ok, 2 bad option or output path, 3 unreadable input or weights, 4 non-finite loss, 130 interrupted."""
+
+
+# ------------------------------------------------------------------------------------------------ option types
+
+
+def _float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+
+
+def _names(text: str) -> tuple[str, ...]:
+    names = tuple(t.strip() for t in text.split(",") if t.strip())
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {text!r}")
+    return names
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    return tuple(_float(t) for t in _names(text))
+
+
+ORIGINAL = "original"
+
+
+def _image_size(text: str):
+    return ORIGINAL if text.strip().lower() == ORIGINAL else _int(text)
+
+
+def _show(value, none: str = "none") -> str:
+    if value is None:
+        return none
+    if isinstance(value, tuple):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+# field -> (argparse keywords, help, how None reads in --help). Every StyleConfig field has exactly one entry.
+CONFIG_OPTIONS = {
+    "content_weight": ({"type": _float, "metavar": "A"}, "alpha: weight of the content loss", None),
+    "style_weight": ({"type": _float, "metavar": "B"}, "beta: weight of the style loss", None),
+    "tv_weight": ({"type": _float, "metavar": "G"}, "weight of the total-variation smoothing term (not in the "
+                  "paper)", None),
+    "content_layers": ({"type": _names, "metavar": "L,..."}, "content layers", None),
+    "style_layers": ({"type": _names, "metavar": "L,..."}, "style layers", None),
+    "style_layer_weights": ({"type": _floats, "metavar": "W,..."}, "one weight per style layer", "1/L each"),
+    "style_blend_weights": ({"type": _floats, "metavar": "W,..."}, "one weight per style image (normalised to "
+                            "sum 1)", "equal"),
+    "normalization": ({"choices": NORMALIZATIONS}, "loss normalisation: relative = each layer term is a "
+                      "relative error (weights independent of size and weights file); size = means; paper = "
+                      "the paper's sums", None),
+    "image_size": ({"type": _image_size, "metavar": "PX"}, "long side of the output in pixels, or 'original' "
+                   "for the content's own size", ORIGINAL),
+    "style_scale": ({"type": _float, "metavar": "S"}, "style images' long side = S x image size", None),
+    "init": ({"metavar": "noise|content|style|PATH"}, "starting image: white noise (from --seed), the content, "
+             "the style, or an image file", None),
+    "seed": ({"type": _int, "metavar": "N"}, "random seed of the noise init", None),
+    "iterations": ({"type": _int, "metavar": "N"}, "optimiser iterations", None),
+    "optimizer": ({"choices": optim.OPTIMIZERS}, "lbfgs (zoom line search), lbfgs-nols, adam, scipy-lbfgs", None),
+    "learning_rate": ({"type": _float, "metavar": "LR"}, "Adam step size (image in [0, 1] units)", None),
+    "lbfgs_memory": ({"type": _int, "metavar": "M"}, "L-BFGS history size", None),
+    "original_colors": ({"choices": ORIGINAL_COLORS}, "keep the content's colours: luminance-only transfer or "
+                        "style histogram matching (Gatys et al. 2017)", None),
+    "color_match": ({"choices": COLOR_MATCH_METHODS}, "histogram matching method for --original-colors "
+                    "histogram", None),
+    "mode": ({"choices": MODES}, "transfer; content = reconstruct the content only; style = texture synthesis "
+             "(no --content needed)", None),
+    "pooling": ({"choices": vgg.POOLINGS}, "VGG pooling (Gatys et al. suggest avg)", None),
+}
+assert set(CONFIG_OPTIONS) == set(DEFAULTS), "every StyleConfig field needs exactly one CLI option"
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _one_line_error(parser: argparse.ArgumentParser, message: str):
+    """argparse errors as one line (``error: ...``) and exit status 2, like every other usage error."""
+    parser.exit(2, f"error: {' '.join(message.split())} (see {parser.prog} --help)\n")
+
+
+def register(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser("stylize", help=HELP, description=DESCRIPTION, epilog=EPILOG,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.error = functools.partial(_one_line_error, parser)  # the framework creates the parser
+    io = parser.add_argument_group("inputs and outputs")
+    io.add_argument("--content", metavar="IMAGE", help="content image (not needed with --mode style)")
+    io.add_argument("--style", metavar="IMAGE", nargs="+", help="one or more style images (not needed with "
+                    "--mode content)")
+    io.add_argument("-o", "--output", metavar="OUT", help="output image, .png or .jpg (written atomically)")
+    io.add_argument("--weights", metavar="NPZ", help=f"converted VGG weights, or 'random' (default: "
+                    f"{DEFAULT_WEIGHTS} if it exists, else random, with a warning)")
+    io.add_argument("--max-pixels", type=_int, metavar="N", default=images.DEFAULT_MAX_PIXELS,
+                    help="refuse input images above N pixels, read from the header (0: no limit) "
+                         "(default: %(default)s)")
+    io.add_argument("--demo", action="store_true",
+                    help=f"stylize the bundled example (chelsea.jpg with starry_night.jpg) into {DEMO['output']}, "
+                         f"with a GIF and a loss curve; size {DEMO['image_size']}, {DEMO['iterations']} iterations "
+                         "unless given")
+
+    hp = parser.add_argument_group("hyperparameters (defaults from jaxstyle.stylize.StyleConfig)")
+    for name, (kwargs, text, none) in CONFIG_OPTIONS.items():
+        # default=None: an option not given is not passed, so StyleConfig's own default applies.
+        hp.add_argument(_flag(name), dest=name, default=None,
+                        help=f"{text} (default: {_show(DEFAULTS[name], none or 'none')})", **kwargs)
+
+    rep = parser.add_argument_group("progress and reports")
+    rep.add_argument("--print-every", type=_int, metavar="N", default=DEFAULT_PRINT_EVERY,
+                     help="log the loss terms every N iterations: a line on stderr when it is not a terminal "
+                          "(a terminal gets a progress bar), a record in --log; 0: only the last "
+                          "(default: %(default)s)")
+    rep.add_argument("--save-every", type=_int, metavar="N", default=0,
+                     help="save OUT_stem.iterNNNN.EXT every N iterations and an animated GIF of them "
+                          "(default: 0, off)")
+    rep.add_argument("--gif", metavar="PATH", help="the progression GIF (default with --save-every: OUT_stem.gif)")
+    rep.add_argument("--log", metavar="PATH", help="JSONL log: one object per logged iteration with iteration, "
+                                                   "total, content, style, tv, seconds, evaluations")
+    rep.add_argument("--loss-curve", metavar="PNG", help="plot of the loss terms against the iteration (log scale); "
+                                                          "default: none, --demo: OUT_stem.loss.png")
+    rep.add_argument("-q", "--quiet", action="store_true", help="no progress bar, progress lines or summary; "
+                                                                 "warnings and errors are still shown")
+    parser.set_defaults(run=run)
+    return parser
+
+
+# ------------------------------------------------------------------------------------------------ planning
+
+
+@dataclasses.dataclass
+class Plan:
+    """Everything decided before any computation: the config, the inputs, and every path that will be written."""
+
+    config: StyleConfig
+    content: str | None
+    styles: list
+    init_path: str | None
+    weights: str
+    output: str
+    last_good: str
+    gif: str | None
+    loss_curve: str | None
+    log: str | None
+    print_every: int
+    save_every: int
+    max_pixels: int | None
+    chunk: int
+    frame_digits: int
+
+    def frame_path(self, iteration: int) -> str:
+        stem, ext = os.path.splitext(self.output)
+        return f"{stem}.iter{iteration:0{self.frame_digits}d}{ext}"
+
+
+def config_from_args(args) -> StyleConfig:
+    """The StyleConfig the options ask for: only options given on the command line are passed."""
+    given = {}
+    for name in CONFIG_OPTIONS:
+        value = getattr(args, name, None)
+        if value is None or (name == "init" and value not in INITS):  # an init image is not a config value
+            continue
+        given[name] = None if value == ORIGINAL else value
+    return StyleConfig(**given)
+
+
+def choose_chunk(print_every: int, save_every: int, cap: int = MAX_CHUNK) -> int:
+    """Iterations per compiled call: the gcd of the active intervals (so every print/save point is a chunk end),
+    reduced to its largest divisor <= ``cap`` so the progress bar still moves."""
+    active = [n for n in (print_every, save_every) if n > 0]
+    g = math.gcd(*active) if active else cap
+    return max(d for d in range(1, min(g, cap) + 1) if g % d == 0)
+
+
+def plan(args) -> Plan:
+    """Check every option and output path; raise UsageError (one line) before anything is computed."""
+    if args.demo:
+        for name in ("image_size", "iterations"):
+            if getattr(args, name) is None:
+                setattr(args, name, DEMO[name])
+        if args.save_every == 0:
+            args.save_every = DEMO["save_every"]
+        if args.content is None and args.style is None:
+            if not all(p.is_file() for p in (DEMO["content"], *DEMO["style"])):
+                raise UsageError(f"--demo: example images not found in {EXAMPLES} — run from a jaxstyle source "
+                                 "checkout, or pass --content and --style")
+            args.content, args.style = str(DEMO["content"]), [str(p) for p in DEMO["style"]]
+        if args.output is None:
+            args.output = DEMO["output"]
+            os.makedirs(os.path.dirname(args.output), exist_ok=True)
+        if args.loss_curve is None:
+            args.loss_curve = os.path.splitext(args.output)[0] + ".loss.png"
+    config = config_from_args(args)
+    styles = list(args.style or [])
+    # vgg16's layers are a subset of vgg19's: checked against vgg19 now, against the real network once loaded.
+    config.validate("vgg19", len(styles) or None)
+    if config.mode != "style" and args.content is None:
+        raise UsageError("--content is required (except with --mode style)")
+    if config.mode != "content" and not styles:
+        raise UsageError("--style is required (except with --mode content)")
+    if args.output is None:
+        raise UsageError("-o/--output is required (or use --demo)")
+    init_path = args.init if args.init is not None and args.init not in INITS else None
+    if config.init == "content" and config.mode == "style":
+        raise UsageError("--init content needs a content image to start from; with --mode style use noise, "
+                         "style or an image file")
+    for name in ("print_every", "save_every"):
+        if getattr(args, name) < 0:
+            raise UsageError(f"{_flag(name)} must be >= 0, not {getattr(args, name)}")
+    if args.max_pixels < 0:
+        raise UsageError(f"--max-pixels must be >= 0 (0: no limit), not {args.max_pixels}")
+    if args.gif and not args.save_every:
+        raise UsageError("--gif needs --save-every N (the GIF is made of the images saved every N iterations)")
+
+    inputs = [args.content, *styles, init_path]
+    if args.weights not in (None, weights.RANDOM):
+        inputs.append(args.weights)
+    output = images.check_output_path(args.output, inputs)
+    stem = os.path.splitext(output)[0]
+    gif = args.gif or (f"{stem}.gif" if args.save_every else None)
+    paths = {"-o/--output": output, "last good image": f"{stem}.last-good.png"}
+    if gif:
+        paths["--gif"] = images.check_output_path(gif, inputs, allowed=(".gif",))
+    if args.loss_curve:
+        paths["--loss-curve"] = images.check_output_path(args.loss_curve, inputs, allowed=report.CURVE_EXTENSIONS)
+    if args.log:
+        paths["--log"] = images.check_output_path(args.log, inputs, allowed=LOG_EXTENSIONS)
+    images.check_output_path(paths["last good image"], inputs)
+    digits = max(4, len(str(config.iterations)))
+    plan_ = Plan(config, args.content, styles, init_path, _weights_path(args.weights), output,
+                 paths["last good image"], gif, args.loss_curve, args.log, args.print_every, args.save_every,
+                 args.max_pixels or None, choose_chunk(args.print_every, args.save_every), digits)
+    if args.save_every:
+        for it in range(args.save_every, config.iterations + 1, args.save_every):
+            paths[f"iteration {it}"] = images.check_output_path(plan_.frame_path(it), inputs)
+    seen = {}
+    for what, path in paths.items():
+        real = os.path.realpath(path)
+        if real in seen:
+            raise UsageError(f"{path}: {what} and {seen[real]} would be the same file — choose other names")
+        seen[real] = what
+    return plan_
+
+
+def _weights_path(given: str | None) -> str:
+    if given is not None:
+        return given
+    return DEFAULT_WEIGHTS if os.path.isfile(DEFAULT_WEIGHTS) else weights.RANDOM
+
+
+# ------------------------------------------------------------------------------------------------ progress
+
+
+def _format_terms(terms: dict) -> str:
+    return "  ".join(f"{k} {terms[k]:.4g}" for k in report.TERMS)
+
+
+class Monitor:
+    """The run's callback: progress bar or lines, intermediate images, the JSONL log. All I/O lives here."""
+
+    def __init__(self, plan_: Plan, quiet: bool):
+        from tqdm import tqdm
+
+        self.plan = plan_
+        self.quiet = quiet
+        self.history: list[dict] = []  # every chunk end
+        self.logged: list[dict] = []  # every logged iteration
+        self.totals: list[tuple[int, float]] = []  # (iteration, total) for every iteration
+        self.frames: list[str] = []
+        self._last_log = 0
+        self.last_saved = 0
+        # disable=None: tqdm turns itself off when stderr is not a terminal; lines are printed instead.
+        self.bar = tqdm(total=plan_.config.iterations, file=sys.stderr, unit="it", dynamic_ncols=True,
+                        disable=True if quiet else None, desc="stylize")
+        self.lines = not quiet and self.bar.disable
+
+    def __call__(self, p) -> None:
+        record = {"iteration": p.iteration, **{k: p.terms[k] for k in report.TERMS}, "seconds": p.seconds,
+                  "evaluations": p.evaluations}
+        self.history.append(record)
+        start = p.iteration - len(p.values)
+        self.totals.extend((start + k, float(v)) for k, v in enumerate(p.values))
+        self.bar.update(p.iteration - self.bar.n)
+        self.bar.set_postfix_str(_format_terms(p.terms), refresh=True)
+        every = self.plan.save_every
+        if every and p.iteration // every > self.last_saved // every:
+            path = self.plan.frame_path(p.iteration)
+            images.save_image(path, p.image)
+            self.frames.append(path)
+            self.last_saved = p.iteration
+        every = self.plan.print_every
+        if (every and p.iteration // every > self._last_log // every) or p.iteration >= p.iterations:
+            self.log(record)
+
+    def log(self, record: dict) -> None:
+        self._last_log = record["iteration"]
+        self.logged.append(record)
+        if self.plan.log:
+            report.write_jsonl(self.plan.log, self.logged)
+        if self.lines:
+            print(f"iteration {record['iteration']}/{self.plan.config.iterations}  {_format_terms(record)}  "
+                  f"({record['seconds']:.1f} s)", file=sys.stderr)
+
+    def finish(self, result) -> None:
+        """Log the final state if it was not logged yet (a stop between print points)."""
+        self.bar.close()
+        if result.history and (not self.logged or self.logged[-1]["iteration"] != result.history[-1]["iteration"]):
+            self.log(self.history[-1] if self.history else result.history[-1])
+
+
+# ------------------------------------------------------------------------------------------------ run
+
+
+def run(args) -> int:
+    compilation_cache.enable()
+    p = plan(args)
+    content = images.load_image(p.content, max_pixels=p.max_pixels, role="content") if p.content else None
+    styles = [images.load_image(s, max_pixels=p.max_pixels, role="style") for s in p.styles]
+    init = images.load_image(p.init_path, max_pixels=p.max_pixels, role="init") if p.init_path else None
+    from ..model import load_vgg  # after the checks: loading weights is the first real work
+
+    model = load_vgg(p.weights, pooling=p.config.pooling)
+    config = p.config.validate(model.arch, len(p.styles) or None)
+    if config.mode == "content" and not styles:
+        # The core needs style targets to build the loss even when their weight is 0 (loss_terms indexes
+        # targets.grams for every style layer): the content stands in; its style term is multiplied by 0.
+        styles = [content]
+
+    monitor = Monitor(p, args.quiet)
+    with StopRequest() as stop:
+        result = run_stylize(content, styles, model, config, chunk=p.chunk, callback=monitor, init=init,
+                             should_stop=stop)
+    monitor.finish(result)
+
+    last = result.history[-1] if result.history else None
+    if result.status == "done" and not np.all(np.isfinite(result.image)):
+        # The last chunk's final step produced a non-finite image that no loss evaluation saw.
+        raise NonFiniteLossError(f"the image became non-finite at iteration {result.iterations} (loss "
+                                 f"{last and last['total']}); no output written — lower --style-weight, "
+                                 "--content-weight or --learning-rate")
+    written = []
+    final = p.output if result.status == "done" else p.last_good
+    images.save_image(final, result.image)
+    written.append(final)
+    if p.gif:
+        frames = list(monitor.frames)
+        if not frames or (monitor.history and monitor.history[-1]["iteration"] != monitor.last_saved):
+            frames.append(final)  # the run ended between save points: its last image closes the animation
+        report.save_progress_gif(p.gif, frames, duration_ms=GIF_FRAME_MS)
+        written.append(f"{p.gif} ({len(frames)} frames)")
+    if p.loss_curve and monitor.history:
+        report.plot_loss_curve(p.loss_curve, monitor.history, monitor.totals,
+                               title=f"{os.path.basename(p.output)}: {config.optimizer}, {config.normalization}")
+        written.append(p.loss_curve)
+    if p.log:
+        report.write_jsonl(p.log, monitor.logged)  # complete even when nothing was logged during the run
+        written.append(p.log)
+
+    if result.status == "interrupted":
+        print(f"{result.message}: {p.last_good}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if result.status == "nonfinite":
+        print(f"error: {result.message}: {p.last_good} — lower --style-weight, --content-weight or "
+              "--learning-rate", file=sys.stderr)
+        return EXIT_NONFINITE
+    if not args.quiet:
+        extra = f"; also {', '.join(written[1:])}" if written[1:] else ""
+        timing = f" in {last['seconds']:.1f} s" if last else ""
+        print(f"wrote {p.output}: {result.iterations} iterations{timing}, {result.evaluations} loss evaluations, "
+              f"final loss {last['total']:.4g}{extra}" if last else f"wrote {p.output} (0 iterations){extra}")
+    return 0
