@@ -11,3 +11,4 @@ from .weights import RandomWeightsWarning
 
 __version__ = "0.1.0"
 from .stylize import StyleConfig, StylizeResult, run_stylize, stylize
+from .sweep import stylize_many
