@@ -9,6 +9,7 @@ from the publishers' documentation, not taken from jaxstyle).
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -36,6 +37,13 @@ MATCONVNET = dict(bgr=False, scale=255.0, mean=MATCONVNET_MEAN, std=(1.0, 1.0, 1
 TOL = 1e-4
 
 
+@pytest.fixture(autouse=True)
+def _remove_large_files(tmp_path):
+    """Each VGG file is 60-80 MB: don't leave gigabytes in pytest's retained temp directories."""
+    yield
+    shutil.rmtree(tmp_path, ignore_errors=True)
+
+
 @pytest.fixture(scope="module")
 def truth():
     return {arch: random_hwio(arch, seed=i) for i, arch in enumerate(("vgg19", "vgg16"))}
@@ -46,7 +54,9 @@ def vgg19_model(truth, tmp_path_factory):
     path = tmp_path_factory.mktemp("model") / "w.npz"
     weights.save_converted(path, "vgg19", truth["vgg19"], PRESETS["caffe"], source="test", source_sha256="",
                            source_format="test")
-    return load_vgg(path)
+    model = load_vgg(path)  # arrays are in memory now
+    shutil.rmtree(path.parent, ignore_errors=True)
+    return model
 
 
 @pytest.fixture(scope="module")

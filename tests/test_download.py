@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import http.server
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -25,6 +26,13 @@ from weight_files import random_hwio, torchvision_state_dict, write_keras, write
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.fixture(autouse=True)
+def _remove_large_files(tmp_path):
+    """Each VGG file is 60-80 MB: don't leave gigabytes in pytest's retained temp directories."""
+    yield
+    shutil.rmtree(tmp_path, ignore_errors=True)
+
+
 @pytest.fixture(scope="module")
 def truth():
     return random_hwio("vgg16", seed=3)
@@ -35,7 +43,9 @@ def files(truth, tmp_path_factory):
     d = tmp_path_factory.mktemp("published")
     write_keras(d / "k.h5", "vgg16", truth, naming="2016")
     write_torch(d / "t.pth", torchvision_state_dict("vgg16", truth))
-    return {"/keras.h5": (d / "k.h5").read_bytes(), "/tv.pth": (d / "t.pth").read_bytes()}
+    served = {"/keras.h5": (d / "k.h5").read_bytes(), "/tv.pth": (d / "t.pth").read_bytes()}
+    shutil.rmtree(d, ignore_errors=True)  # served from memory
+    return served
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ subprocess: exit status 3, one stderr line, no traceback, no output file.
 from __future__ import annotations
 
 import os
+import shutil
 import pickle
 import subprocess
 import sys
@@ -22,6 +23,13 @@ from weight_files import gatys_state_dict, random_hwio, torchvision_state_dict, 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.fixture(autouse=True)
+def _remove_large_files(tmp_path):
+    """Each VGG file is 60-80 MB: don't leave gigabytes in pytest's retained temp directories."""
+    yield
+    shutil.rmtree(tmp_path, ignore_errors=True)
+
+
 @pytest.fixture(scope="module")
 def valid(tmp_path_factory):
     """A valid converted VGG16 file and its arrays."""
@@ -30,7 +38,8 @@ def valid(tmp_path_factory):
                            source_sha256="0" * 64, source_format="keras")
     with np.load(path, allow_pickle=False) as z:
         arrays = {k: z[k] for k in z.files}
-    return path, arrays
+    yield path, arrays
+    shutil.rmtree(path.parent, ignore_errors=True)
 
 
 def write_variant(path, arrays, change):
