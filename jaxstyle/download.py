@@ -13,6 +13,7 @@ import hashlib
 import http.client
 import os
 import urllib.error
+import urllib.parse
 import urllib.request
 from typing import NamedTuple
 
@@ -48,8 +49,7 @@ TIMEOUT_S = 60
 
 
 def _file_name(url: str) -> str:
-    name = os.path.basename(urllib.request.url2pathname(url.split("?", 1)[0].rstrip("/")))
-    return name or "download"
+    return os.path.basename(urllib.parse.urlsplit(url).path) or "download"
 
 
 def _check_hex(value: str | None, what: str, max_len: int) -> str | None:
