@@ -129,8 +129,10 @@ def _scipy_lbfgs(memory_size: int) -> Optimizer:
             return fun(v.reshape(shape))
 
         # maxiter must be static for jax.scipy; the driver passes n == max_steps for this optimiser.
+        # jax.scipy's L-BFGS checks ``k >= maxiter`` before counting the iteration it just did, so it runs
+        # maxiter + 1 iterations; ask for one fewer to get exactly n (it always does at least one).
         res = minimize(flat_fun, x.reshape(-1), method="l-bfgs-experimental-do-not-rely-on-this",
-                       options={"maxiter": max_steps, "maxcor": memory_size})
+                       options={"maxiter": max(max_steps - 1, 0), "maxcor": memory_size})
         finite = jnp.isfinite(res.fun)
         new_x = jnp.where(finite, res.x.reshape(shape), x)
         values = jnp.full((max_steps,), jnp.nan, jnp.float32).at[jnp.maximum(res.nit - 1, 0)].set(res.fun)
