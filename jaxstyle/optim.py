@@ -25,13 +25,16 @@ OPTIMIZERS = ("lbfgs", "lbfgs-nols", "adam", "scipy-lbfgs")
 class Chunk(NamedTuple):
     """Result of one compiled chunk of iterations."""
 
-    x: jax.Array  # the last iterate whose loss was finite (the image to keep)
+    x: jax.Array  # finite: the next iterate; else the last iterate whose loss was finite (the image to keep)
     state: Any  # optimiser state matching ``x``
     values: jax.Array  # (max_steps,) loss at the start of each step; NaN-padded past ``steps``
     steps: jax.Array  # iterations completed in this chunk (int32)
     finite: jax.Array  # False if the chunk stopped at a non-finite loss
     x_last: jax.Array  # the last point evaluated: equals ``x`` unless ``finite`` is False
     evaluations: jax.Array  # loss-and-gradient evaluations used (line-search trials included)
+    # The iterate before ``x`` (its loss was finite). The driver keeps it: if the next chunk's first loss, the
+    # one at ``x``, is non-finite, this is the image to keep. None where the optimiser cannot tell.
+    x_prev: Any = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,7 +67,7 @@ def _while_chunk(step, x, state, n, max_steps):
     values = jnp.full((max_steps,), jnp.nan, jnp.float32)
     carry = (jnp.int32(0), x, x, state, values, jnp.bool_(True), jnp.int32(0))
     i, x, x_prev, state, values, finite, evals = jax.lax.while_loop(cond, body, carry)
-    return Chunk(jnp.where(finite, x, x_prev), state, values, i, finite, x, evals)
+    return Chunk(jnp.where(finite, x, x_prev), state, values, i, finite, x, evals, x_prev)
 
 
 def _optax_lbfgs(memory_size: int, linesearch: bool, max_linesearch_steps: int) -> Optimizer:
@@ -136,8 +139,10 @@ def _scipy_lbfgs(memory_size: int) -> Optimizer:
         finite = jnp.isfinite(res.fun)
         new_x = jnp.where(finite, res.x.reshape(shape), x)
         values = jnp.full((max_steps,), jnp.nan, jnp.float32).at[jnp.maximum(res.nit - 1, 0)].set(res.fun)
-        return Chunk(new_x, state + res.nit, values, jnp.asarray(res.nit, jnp.int32), finite,
-                     res.x.reshape(shape), jnp.asarray(res.nfev, jnp.int32))
+        # Non-finite: the chunk's start (whose loss was finite) is kept, so no iteration of this chunk counts.
+        steps = jnp.where(finite, jnp.asarray(res.nit, jnp.int32), 0)
+        return Chunk(new_x, state + res.nit, values, steps, finite, res.x.reshape(shape),
+                     jnp.asarray(res.nfev, jnp.int32))
 
     return Optimizer("scipy-lbfgs", init, run, clips_each_step=False)
 

@@ -400,7 +400,7 @@ def run_stylize(content, styles, model: VGGModel, config: StyleConfig = StyleCon
     chunk = max(1, int(chunk))
     start = time.perf_counter() - (history[-1]["seconds"] if history else 0.0)
     status, message = "done", ""
-    x_good, resumable = x, True
+    x_good, x_before, resumable = x, None, True
     try:
         while iteration < config.iterations:
             n = min(chunk, config.iterations - iteration)
@@ -409,8 +409,17 @@ def run_stylize(content, styles, model: VGGModel, config: StyleConfig = StyleCon
             out = run(model, x, state, problem.targets, problem.weights, jnp.int32(n), max_steps=max_steps)
             x, state = out.x, out.state
             steps, finite = int(out.steps), bool(out.finite)
-            iteration += steps
             evaluations += int(out.evaluations)
+            if finite:
+                iteration += steps
+                x_before = out.x_prev
+            elif steps > 0:
+                # ``steps`` iterations ran, but the last one produced the iterate with the non-finite loss:
+                # ``out.x`` is the one before it.
+                iteration += steps - 1
+            elif x_before is not None:
+                # The loss at this chunk's start (the previous chunk's last iterate) was already non-finite.
+                x, iteration = x_before, iteration - 1
             x_good = x
             if not finite:
                 bad = {k: float(v) for k, v in terms_fn(model, out.x_last, problem.targets, problem.weights).items()}
