@@ -157,7 +157,8 @@ def _put(tree, sharding: NamedSharding):
     """Place host arrays (identical on every process) on ``sharding``; works single- and multi-host."""
     def one(a):
         a = np.asarray(a)
-        return jax.make_array_from_callback(a.shape, sharding, lambda index: a[index])
+        # Copies: a device buffer must not alias host memory that the caller may reuse.
+        return jax.make_array_from_callback(a.shape, sharding, lambda index: np.array(a[index]))
 
     return jax.tree.map(one, tree)
 
@@ -253,9 +254,10 @@ def stylize_many(content, style, settings: Mapping[str, Any], *, model: VGGModel
     opt, run, terms_fn, batched, replicated = _compiled(
         problem.spec, (config.optimizer, config.learning_rate, config.lbfgs_memory), mesh)
     xs, weights = _pad((xs, weights), k_padded)
-    # One optimiser state per run, built on the host and placed like the images (init evaluates no loss).
-    states = _put(jax.tree.map(np.asarray, jax.vmap(opt.init)(jnp.asarray(xs))), batched)
     xs, weights = _put((xs, weights), batched)
+    # One optimiser state per run, made on the devices in the images' layout (init evaluates no loss). Fresh
+    # device buffers, never views of host memory: the state is donated to the first chunk.
+    states = jax.jit(jax.vmap(opt.init), out_shardings=batched)(xs)
     model_r, targets_r = _put((model, problem.targets), replicated)
 
     chunk = max(1, int(chunk))
