@@ -169,6 +169,13 @@ def style_targets(model: VGGModel, styles: Sequence[jax.Array], layers: Sequence
     return {l: jnp.stack([g[l] for g in per_style]) for l in layers}
 
 
+# The targets in one compiled call each instead of op-by-op dispatch (each eager op compiles separately and too
+# quickly for the persistent cache): warm start-up prepare 2.9 s -> 1.4 s at 64 px on the loaded 2-core CPU,
+# see docs/benchmarks.md ("Compile time").
+_content_targets_jit = jax.jit(content_targets, static_argnums=2)
+_style_targets_jit = jax.jit(style_targets, static_argnums=2)
+
+
 def loss_terms(image: jax.Array, model: VGGModel, targets: Targets, weights: LossWeights,
                spec: LossSpec) -> dict[str, jax.Array]:
     """The weighted terms ``{"content", "style", "tv", "total"}`` for one HWC image (pure)."""
@@ -323,10 +330,10 @@ def prepare(model: VGGModel, content, styles, config: StyleConfig) -> Problem:
     spec = loss_spec(config)
     weights = loss_weights(config, max(len(styles), 1))
     if content_seen is not None:
-        content_t = content_targets(model, content_seen, spec.content_layers)
+        content_t = _content_targets_jit(model, content_seen, spec.content_layers)
     else:  # style mode: the content term has weight 0; zeros of the right shape keep the loss structure
         content_t = jax.tree.map(jnp.zeros_like, extract_features(model, jnp.zeros(shape), spec.content_layers))
-    grams = style_targets(model, styles, spec.style_layers) if styles else {}
+    grams = _style_targets_jit(model, styles, spec.style_layers) if styles else {}
     return Problem(content_seen, content_rgb, styles, shape, Targets(content_t, grams), weights, spec)
 
 
