@@ -186,13 +186,20 @@ def instrumented(probe):
         jax.debug.callback(lambda a: probe.seen.append(np.asarray(a)), images)
         return real_extract(model, images, layers)
 
-    S._compiled.cache_clear()  # the compiled chunk closes over total_loss: retrace with the patched one
+    def retrace():
+        # Compiled code closes over the module's functions: make every cached jit retrace with the current ones.
+        S._compiled.cache_clear()
+        for name in ("_content_targets_jit", "_style_targets_jit"):  # prepare's jitted targets, if any
+            if hasattr(getattr(S, name, None), "clear_cache"):
+                getattr(S, name).clear_cache()
+
+    retrace()
     S.total_loss, S.extract_features = total_loss, extract_features
     try:
         yield probe
     finally:
         S.total_loss, S.extract_features = real_total, real_extract
-        S._compiled.cache_clear()
+        retrace()
 
 
 def test_lbfgs_evaluation_count_and_targets_once(model, images):
