@@ -1,30 +1,38 @@
-# One command each: `make demo` (set up + main job) and `make test` (set up + tests).
+# One command each, on a fresh machine:
+#   make demo   set up (.venv) and run the main job: stylize the bundled example images into out/
+#   make test   set up (.venv with the test extras) and run the test suite
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# torch is pinned to the CPU build this project is tested with; it is only a test/convert extra.
+# torch is only a test / weight-conversion extra, pinned to the CPU build the project is tested with.
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: setup demo test bench clean
+.PHONY: setup setup-test demo test bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
 	$(BIN)/pip install -q "$(TORCH_PIN)"
 	$(BIN)/pip install -q -e ".[test]"
 	touch $@
 
 setup: $(VENV)/.installed
 
+setup-test: $(VENV)/.installed-test
+
 demo: setup
 	$(BIN)/python scripts/stylize.py --demo
 
-test: setup
+test: setup-test
 	$(BIN)/python -m pytest -q
 
-bench: setup
+bench: setup-test
 	$(BIN)/python benchmarks/run.py
 
 clean:
