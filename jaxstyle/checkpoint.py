@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import zipfile
-import zlib
 
 import jax
 import numpy as np
@@ -19,6 +17,7 @@ import numpy as np
 from .atomic import atomic_write
 from .errors import InputError
 from .stylize import ResumeState
+from .weights import _CORRUPT
 
 FORMAT_VERSION = 1
 
@@ -50,7 +49,10 @@ def load_checkpoint(path) -> tuple[ResumeState, dict]:
     if not os.path.isfile(path):
         raise CheckpointError(path, "no such checkpoint file", fix)
     try:
-        with np.load(path, allow_pickle=False) as z:
+        z = np.load(path, allow_pickle=False)
+        if not isinstance(z, np.lib.npyio.NpzFile):
+            raise CheckpointError(path, "not a jaxstyle checkpoint (a single array, not an archive)", fix)
+        with z:
             files = set(z.files)
             if int(z["meta/format_version"]) != FORMAT_VERSION:
                 raise CheckpointError(path, f"checkpoint format {int(z['meta/format_version'])} is not "
@@ -62,8 +64,15 @@ def load_checkpoint(path) -> tuple[ResumeState, dict]:
             run = json.loads(str(z["meta/run"]))
     except CheckpointError:
         raise
-    except (KeyError, ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, json.JSONDecodeError) as e:
-        raise CheckpointError(path, f"not a valid jaxstyle checkpoint ({type(e).__name__}: {e})", fix) from None
+    except (KeyError, ValueError, *_CORRUPT) as e:  # ValueError covers json.JSONDecodeError and pickled arrays
+        detail = " ".join(str(e).split())[:120]
+        raise CheckpointError(path, f"not a valid jaxstyle checkpoint, or truncated ({type(e).__name__}: {detail})",
+                              fix) from None
+    if resume.x.ndim != 3 or resume.x.shape[-1] != 3 or not np.issubdtype(resume.x.dtype, np.floating):
+        raise CheckpointError(path, f"its image array is {resume.x.shape} {resume.x.dtype}, not an HWC RGB image",
+                              fix)
+    if not isinstance(run, dict) or not isinstance(resume.history, list):
+        raise CheckpointError(path, "not a valid jaxstyle checkpoint (run description is not an object)", fix)
     return resume, run
 
 

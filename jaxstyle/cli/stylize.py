@@ -19,9 +19,11 @@ from pathlib import Path
 import numpy as np
 
 from .. import compilation_cache, images, optim, report, vgg, weights
+from ..checkpoint import load_checkpoint, save_checkpoint
 from ..errors import EXIT_INTERRUPTED, EXIT_NONFINITE, NonFiniteLossError, UsageError
-from ..stylize import INITS, MODES, NORMALIZATIONS, ORIGINAL_COLORS, StyleConfig, run_stylize
+from ..stylize import INITS, MODES, NORMALIZATIONS, ORIGINAL_COLORS, ResumeState, StyleConfig, run_stylize
 from ..colour import COLOR_MATCH_METHODS
+from . import checkpointing
 from .interrupt import StopRequest
 
 DEFAULTS = {f.name: f.default for f in dataclasses.fields(StyleConfig)}
@@ -45,13 +47,16 @@ EPILOG = """\
 outputs: OUT (PNG or JPEG, the content's aspect ratio); with --save-every N also OUT_stem.iterNNNN.EXT every N
 iterations and the animated GIF OUT_stem.gif; --log and --loss-curve on request. Ctrl-C stops after the current
 chunk (twice: at once) and a non-finite loss stops the run: the last good image goes to OUT_stem.last-good.png,
-never to OUT.
+never to OUT. With --checkpoint-every N the run can be continued after a crash, kill or Ctrl-C:
+--resume OUT_stem.ckpt.npz (no other options needed; --iterations may extend the run, -o may move the output).
 
 examples:
   jaxstyle stylize --demo
   jaxstyle stylize --content photo.jpg --style starry_night.jpg -o out.png
   jaxstyle stylize --content photo.jpg --style a.jpg b.jpg --style-blend-weights 3,1 --original-colors luminance -o out.jpg
   jaxstyle stylize --mode style --style texture.jpg --image-size 256 -o texture.png
+  jaxstyle stylize --content photo.jpg --style starry_night.jpg -o out.png --checkpoint-every 50
+  jaxstyle stylize --resume out.ckpt.npz
 
 exit status: 0 ok, 2 bad option or output path, 3 unreadable input or weights, 4 non-finite loss, 130 interrupted."""
 
@@ -154,9 +159,13 @@ def register(subparsers) -> argparse.ArgumentParser:
     io.add_argument("-o", "--output", metavar="OUT", help="output image, .png or .jpg (written atomically)")
     io.add_argument("--weights", metavar="NPZ", help=f"converted VGG weights, or 'random' (default: "
                     f"{DEFAULT_WEIGHTS} if it exists, else random, with a warning)")
-    io.add_argument("--max-pixels", type=_int, metavar="N", default=images.DEFAULT_MAX_PIXELS,
+    io.add_argument("--arch", choices=vgg.ARCHITECTURES, help="require this VGG architecture: a weights file "
+                    "holding another is refused; with random weights, the random network's (default: what the "
+                    "weights file holds; random: vgg19)")
+    # default=None here and for --print-every/--save-every: --resume must tell an option given from its default.
+    io.add_argument("--max-pixels", type=_int, metavar="N", default=None,
                     help="refuse input images above N pixels, read from the header (0: no limit) "
-                         "(default: %(default)s)")
+                         f"(default: {images.DEFAULT_MAX_PIXELS})")
     io.add_argument("--demo", action="store_true",
                     help=f"stylize the bundled example (chelsea.jpg with starry_night.jpg) into {DEMO['output']}, "
                          f"with a GIF and a loss curve; size {DEMO['image_size']}, {DEMO['iterations']} iterations "
@@ -169,11 +178,11 @@ def register(subparsers) -> argparse.ArgumentParser:
                         help=f"{text} (default: {_show(DEFAULTS[name], none or 'none')})", **kwargs)
 
     rep = parser.add_argument_group("progress and reports")
-    rep.add_argument("--print-every", type=_int, metavar="N", default=DEFAULT_PRINT_EVERY,
+    rep.add_argument("--print-every", type=_int, metavar="N", default=None,
                      help="log the loss terms every N iterations: a line on stderr when it is not a terminal "
                           "(a terminal gets a progress bar), a record in --log; 0: only the last "
-                          "(default: %(default)s)")
-    rep.add_argument("--save-every", type=_int, metavar="N", default=0,
+                          f"(default: {DEFAULT_PRINT_EVERY})")
+    rep.add_argument("--save-every", type=_int, metavar="N", default=None,
                      help="save OUT_stem.iterNNNN.EXT every N iterations and an animated GIF of them "
                           "(default: 0, off)")
     rep.add_argument("--gif", metavar="PATH", help="the progression GIF (default with --save-every: OUT_stem.gif)")
@@ -183,6 +192,15 @@ def register(subparsers) -> argparse.ArgumentParser:
                                                           "default: none, --demo: OUT_stem.loss.png")
     rep.add_argument("-q", "--quiet", action="store_true", help="no progress bar, progress lines or summary; "
                                                                  "warnings and errors are still shown")
+
+    ck = parser.add_argument_group("checkpoints and resuming")
+    ck.add_argument("--checkpoint-every", type=_int, metavar="N", default=None,
+                    help="every N iterations write the image, optimiser state and run configuration to the "
+                         "checkpoint file (atomically), and again at the end and on Ctrl-C (default: 0, off)")
+    ck.add_argument("--checkpoint", metavar="NPZ", help="the checkpoint file (default: OUT_stem.ckpt.npz); given "
+                    "alone, a checkpoint is written only at the end and on Ctrl-C")
+    ck.add_argument("--resume", metavar="CKPT", help="continue the run saved in CKPT with its own settings and "
+                    "inputs (checked by sha256); only --iterations (to extend it), -o and -q may be given too")
     parser.set_defaults(run=run)
     return parser
 
@@ -209,6 +227,10 @@ class Plan:
     max_pixels: int | None
     chunk: int
     frame_digits: int
+    checkpoint: str | None = None  # where checkpoints go; None: no checkpoints
+    checkpoint_every: int = 0
+    arch: str | None = None  # architecture required by --arch (None: what the weights file holds)
+    given: dict = dataclasses.field(default_factory=dict)  # output paths as given (None: derived from -o)
 
     def frame_path(self, iteration: int) -> str:
         stem, ext = os.path.splitext(self.output)
@@ -226,16 +248,23 @@ def config_from_args(args) -> StyleConfig:
     return StyleConfig(**given)
 
 
-def choose_chunk(print_every: int, save_every: int, cap: int = MAX_CHUNK) -> int:
-    """Iterations per compiled call: the gcd of the active intervals (so every print/save point is a chunk end),
-    reduced to its largest divisor <= ``cap`` so the progress bar still moves."""
-    active = [n for n in (print_every, save_every) if n > 0]
+def choose_chunk(print_every: int, save_every: int, checkpoint_every: int = 0, cap: int = MAX_CHUNK) -> int:
+    """Iterations per compiled call: the gcd of the active intervals (so every print/save/checkpoint point is a
+    chunk end), reduced to its largest divisor <= ``cap`` so the progress bar still moves."""
+    active = [n for n in (print_every, save_every, checkpoint_every) if n > 0]
     g = math.gcd(*active) if active else cap
     return max(d for d in range(1, min(g, cap) + 1) if g % d == 0)
 
 
 def plan(args) -> Plan:
     """Check every option and output path; raise UsageError (one line) before anything is computed."""
+    for name, default in (("print_every", DEFAULT_PRINT_EVERY), ("save_every", 0), ("checkpoint_every", 0),
+                          ("max_pixels", images.DEFAULT_MAX_PIXELS)):
+        if getattr(args, name, None) is None:
+            setattr(args, name, default)
+    for name in ("arch", "checkpoint", "resume"):
+        if not hasattr(args, name):  # a namespace built by hand (tests, other commands)
+            setattr(args, name, None)
     if args.demo:
         for name in ("image_size", "iterations"):
             if getattr(args, name) is None:
@@ -266,7 +295,7 @@ def plan(args) -> Plan:
     if config.init == "content" and config.mode == "style":
         raise UsageError("--init content needs a content image to start from; with --mode style use noise, "
                          "style or an image file")
-    for name in ("print_every", "save_every"):
+    for name in ("print_every", "save_every", "checkpoint_every"):
         if getattr(args, name) < 0:
             raise UsageError(f"{_flag(name)} must be >= 0, not {getattr(args, name)}")
     if args.max_pixels < 0:
@@ -287,11 +316,16 @@ def plan(args) -> Plan:
         paths["--loss-curve"] = images.check_output_path(args.loss_curve, inputs, allowed=report.CURVE_EXTENSIONS)
     if args.log:
         paths["--log"] = images.check_output_path(args.log, inputs, allowed=LOG_EXTENSIONS)
+    checkpoint = args.checkpoint or (f"{stem}.ckpt.npz" if args.checkpoint_every or args.resume else None)
+    if checkpoint:
+        paths["--checkpoint"] = images.check_output_path(checkpoint, inputs, allowed=(".npz",))
     images.check_output_path(paths["last good image"], inputs)
     digits = max(4, len(str(config.iterations)))
     plan_ = Plan(config, args.content, styles, init_path, _weights_path(args.weights), output,
                  paths["last good image"], gif, args.loss_curve, args.log, args.print_every, args.save_every,
-                 args.max_pixels or None, choose_chunk(args.print_every, args.save_every), digits)
+                 args.max_pixels or None, choose_chunk(args.print_every, args.save_every, args.checkpoint_every),
+                 digits, checkpoint, args.checkpoint_every, args.arch,
+                 {"gif": args.gif, "checkpoint": args.checkpoint})
     if args.save_every:
         for it in range(args.save_every, config.iterations + 1, args.save_every):
             paths[f"iteration {it}"] = images.check_output_path(plan_.frame_path(it), inputs)
@@ -331,10 +365,29 @@ class Monitor:
         self.frames: list[str] = []
         self._last_log = 0
         self.last_saved = 0
+        self.checkpoint = None  # set by run(): ResumeState -> None, writes a checkpoint
+        self._last_checkpoint = 0
+        self._resumed_at = 0
         # disable=None: tqdm turns itself off when stderr is not a terminal; lines are printed instead.
         self.bar = tqdm(total=plan_.config.iterations, file=sys.stderr, unit="it", dynamic_ncols=True,
                         disable=True if quiet else None, desc="stylize")
         self.lines = not quiet and self.bar.disable
+
+    def state(self) -> dict:
+        """What a checkpoint needs to continue the reports (JSON)."""
+        return {"history": self.history, "logged": self.logged, "totals": self.totals, "frames": self.frames,
+                "last_log": self._last_log, "last_saved": self.last_saved}
+
+    def restore(self, state: dict, iteration: int) -> None:
+        """Continue the reports of a checkpointed run: its log records, loss values and frames come first."""
+        self.history = [dict(r) for r in state.get("history", [])]
+        self.logged = [dict(r) for r in state.get("logged", [])]
+        self.totals = [(int(i), float(v)) for i, v in state.get("totals", [])]
+        self.frames = list(state.get("frames", []))
+        self._last_log = int(state.get("last_log", 0))
+        self.last_saved = int(state.get("last_saved", 0))
+        self._last_checkpoint = self._resumed_at = iteration
+        self.bar.update(iteration - self.bar.n)
 
     def __call__(self, p) -> None:
         record = {"iteration": p.iteration, **{k: p.terms[k] for k in report.TERMS}, "seconds": p.seconds,
@@ -353,6 +406,24 @@ class Monitor:
         every = self.plan.print_every
         if (every and p.iteration // every > self._last_log // every) or p.iteration >= p.iterations:
             self.log(record)
+        self._maybe_checkpoint(p)
+
+    def _maybe_checkpoint(self, p) -> None:
+        every = self.plan.checkpoint_every
+        previous = self.history[-2]["iteration"] if len(self.history) > 1 else self._resumed_at
+        full = p.iteration - previous == min(self.plan.chunk, p.iterations - previous)
+        if not (self.checkpoint and every and p.iteration // every > self._last_checkpoint // every and full):
+            return
+        # ``full``: a chunk cut short stopped at a non-finite loss (the driver then breaks off); its optimiser
+        # state is not one to continue from. The state is written now, before the next chunk consumes it.
+        import jax  # noqa: PLC0415 -- only needed here
+
+        if not all(np.all(np.isfinite(np.asarray(a))) for a in (p.x, *jax.tree.leaves(p.opt_state))
+                   if np.issubdtype(np.asarray(a).dtype, np.inexact)):
+            return
+        history = [{k: v for k, v in r.items() if k != "evaluations"} for r in self.history]
+        self.checkpoint(ResumeState(p.x, p.opt_state, p.iteration, p.evaluations, history))
+        self._last_checkpoint = p.iteration
 
     def log(self, record: dict) -> None:
         self._last_log = record["iteration"]
@@ -375,13 +446,19 @@ class Monitor:
 
 def run(args) -> int:
     compilation_cache.enable()
+    resume = record = None
+    if getattr(args, "resume", None):
+        # The run's settings come from the checkpoint; the command line may only extend or move it.
+        resume, record = load_checkpoint(args.resume)
+        args = checkpointing.resume_args(args, record, args.resume, resume.iteration)
     p = plan(args)
+    hashes = checkpointing.verify_inputs(record, args.resume) if record is not None else None
     content = images.load_image(p.content, max_pixels=p.max_pixels, role="content") if p.content else None
     styles = [images.load_image(s, max_pixels=p.max_pixels, role="style") for s in p.styles]
     init = images.load_image(p.init_path, max_pixels=p.max_pixels, role="init") if p.init_path else None
     from ..model import load_vgg  # after the checks: loading weights is the first real work
 
-    model = load_vgg(p.weights, pooling=p.config.pooling)
+    model = load_vgg(p.weights, pooling=p.config.pooling, arch=p.arch)
     config = p.config.validate(model.arch, len(p.styles) or None)
     if config.mode == "content" and not styles:
         # The core needs style targets to build the loss even when their weight is 0 (loss_terms indexes
@@ -389,9 +466,14 @@ def run(args) -> int:
         styles = [content]
 
     monitor = Monitor(p, args.quiet)
+    if record is not None:
+        monitor.restore(record.get("monitor") or {}, resume.iteration)
+    if p.checkpoint:
+        base = checkpointing.run_record(p, model.arch, hashes or checkpointing.input_hashes(p))
+        monitor.checkpoint = lambda state: save_checkpoint(p.checkpoint, state, {**base, "monitor": monitor.state()})
     with StopRequest() as stop:
         result = run_stylize(content, styles, model, config, chunk=p.chunk, callback=monitor, init=init,
-                             should_stop=stop)
+                             resume=resume, should_stop=stop)
     monitor.finish(result)
 
     last = result.history[-1] if result.history else None
@@ -405,7 +487,7 @@ def run(args) -> int:
     images.save_image(final, result.image)
     written.append(final)
     if p.gif:
-        frames = list(monitor.frames)
+        frames = [f for f in monitor.frames if os.path.isfile(f)]  # a resumed run's earlier frames may be gone
         if not frames or (monitor.history and monitor.history[-1]["iteration"] != monitor.last_saved):
             frames.append(final)  # the run ended between save points: its last image closes the animation
         report.save_progress_gif(p.gif, frames, duration_ms=GIF_FRAME_MS)
@@ -417,9 +499,17 @@ def run(args) -> int:
     if p.log:
         report.write_jsonl(p.log, monitor.logged)  # complete even when nothing was logged during the run
         written.append(p.log)
+    resumable = p.checkpoint and result.resume is not None and result.status in ("done", "interrupted")
+    if resumable:
+        # Also at the end of a finished run: the checkpoint stays, so --resume CKPT --iterations M can extend it.
+        monitor.checkpoint(result.resume)
+        written.append(p.checkpoint)
 
     if result.status == "interrupted":
         print(f"{result.message}: {p.last_good}", file=sys.stderr)
+        if resumable:
+            print(f"checkpoint of iteration {result.iterations}: {p.checkpoint} — continue with: jaxstyle stylize "
+                  f"--resume {p.checkpoint}", file=sys.stderr)
         return EXIT_INTERRUPTED
     if result.status == "nonfinite":
         print(f"error: {result.message}: {p.last_good} — lower --style-weight, --content-weight or "
