@@ -418,8 +418,10 @@ class Monitor:
         # state is not one to continue from. The state is written now, before the next chunk consumes it.
         import jax  # noqa: PLC0415 -- only needed here
 
-        if not all(np.all(np.isfinite(np.asarray(a))) for a in (p.x, *jax.tree.leaves(p.opt_state))
-                   if np.issubdtype(np.asarray(a).dtype, np.inexact)):
+        # An iterate whose loss is already non-finite (its chunk ended before evaluating it) is no place to resume.
+        if not all(math.isfinite(v) for v in p.terms.values()) or not all(
+                np.all(np.isfinite(np.asarray(a))) for a in (p.x, *jax.tree.leaves(p.opt_state))
+                if np.issubdtype(np.asarray(a).dtype, np.inexact)):
             return
         history = [{k: v for k, v in r.items() if k != "evaluations"} for r in self.history]
         self.checkpoint(ResumeState(p.x, p.opt_state, p.iteration, p.evaluations, history))
