@@ -417,24 +417,30 @@ def run_stylize(content, styles, model: VGGModel, config: StyleConfig = StyleCon
             x, state = out.x, out.state
             steps, finite = int(out.steps), bool(out.finite)
             evaluations += int(out.evaluations)
+            # ``steps`` counts the steps that started from a finite loss; when the chunk stopped, its last
+            # counted step produced the iterate with the non-finite loss and ``out.x`` is the one before it.
             if finite:
                 iteration += steps
                 x_before = out.x_prev
             elif steps > 0:
-                # ``steps`` iterations ran, but the last one produced the iterate with the non-finite loss:
-                # ``out.x`` is the one before it.
                 iteration += steps - 1
             elif x_before is not None:
-                # The loss at this chunk's start (the previous chunk's last iterate) was already non-finite.
+                # The loss at this chunk's start (the previous chunk's last iterate) is non-finite although the
+                # end-of-chunk evaluation below found it finite (borderline overflow): keep the one before it.
                 x, iteration = x_before, iteration - 1
+            t = {k: float(v) for k, v in terms_fn(model, x, problem.targets, problem.weights).items()}
+            if finite and not math.isfinite(t["total"]):
+                # The chunk's last iterate is only evaluated here: stop now rather than one chunk later.
+                bad, finite, x, iteration = t, False, out.x_prev, iteration - 1
+                t = {k: float(v) for k, v in terms_fn(model, x, problem.targets, problem.weights).items()}
+            elif not finite:
+                bad = {k: float(v) for k, v in terms_fn(model, out.x_last, problem.targets, problem.weights).items()}
             x_good = x
             if not finite:
-                bad = {k: float(v) for k, v in terms_fn(model, out.x_last, problem.targets, problem.weights).items()}
                 culprit = [k for k in ("content", "style", "tv") if not math.isfinite(bad[k])] or ["total"]
                 status = "nonfinite"
                 message = (f"loss became non-finite at iteration {iteration + 1} ({', '.join(culprit)} term); "
                            f"kept the image of iteration {iteration}")
-            t = {k: float(v) for k, v in terms_fn(model, x, problem.targets, problem.weights).items()}
             record = {"iteration": iteration, **t, "seconds": time.perf_counter() - start}
             history.append(record)
             if callback is not None:
