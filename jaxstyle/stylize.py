@@ -181,7 +181,9 @@ def loss_terms(image: jax.Array, model: VGGModel, targets: Targets, weights: Los
     """The weighted terms ``{"content", "style", "tv", "total"}`` for one HWC image (pure)."""
     # The paper's formulas are computed first; the chosen normalisation (departure, documented) divides each
     # term by a constant of its target, here and nowhere else.
-    feats = extract_features(model, image, spec.content_layers + spec.style_layers)
+    # Content-only reconstruction has no style images: no style targets, no style layers to run.
+    style_layers = spec.style_layers if targets.grams else ()
+    feats = extract_features(model, image, spec.content_layers + style_layers)
     content = jnp.float32(0.0)
     for layer in spec.content_layers:
         target = targets.content[layer]
@@ -192,7 +194,7 @@ def loss_terms(image: jax.Array, model: VGGModel, targets: Targets, weights: Los
             term = term / (content_loss(target, jnp.zeros_like(target)) + _EPS)
         content = content + term
     style = jnp.float32(0.0)
-    for i, layer in enumerate(spec.style_layers):
+    for i, layer in enumerate(style_layers):
         f = feats[layer]
         blended = jnp.tensordot(weights.blend, targets.grams[layer], axes=1) * (f.shape[0] * f.shape[1])
         term = style_layer_loss(f, blended)
@@ -401,8 +403,10 @@ def run_stylize(content, styles, model: VGGModel, config: StyleConfig = StyleCon
     else:
         x = init_image(config.init if init is None else init, problem.shape, content=problem.content,
                        style=style0, seed=config.seed)
-        # Copy: optax states may hold ``x`` itself, and one buffer cannot be donated twice.
-        state = jax.tree.map(lambda a: jnp.array(a, copy=True), opt.init(x))
+        # Copy: optax states may hold ``x`` itself, and one buffer cannot be donated twice. The explicit dtype
+        # also makes optax's weak-typed initial scalars strong, as they are after a chunk: otherwise the second
+        # chunk's argument types differ from the first's and the loop compiles twice.
+        state = jax.tree.map(lambda a: jnp.array(a, dtype=jnp.asarray(a).dtype, copy=True), opt.init(x))
         iteration, evaluations, history = 0, 0, []
     chunk = max(1, int(chunk))
     start = time.perf_counter() - (history[-1]["seconds"] if history else 0.0)

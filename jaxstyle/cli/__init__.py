@@ -18,12 +18,20 @@ from ..errors import EXIT_INTERRUPTED, JaxstyleError
 SUBCOMMANDS = ("stylize", "sweep", "convert", "download", "features")
 
 
+class OneLineArgumentParser(argparse.ArgumentParser):
+    """argparse with the project's error contract: one ``error: ...`` line and exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"error: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineArgumentParser(
         prog="jaxstyle",
         description="Neural style transfer the JAX way (Gatys et al. 2016; Johnson et al. 2016).",
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
+                                parser_class=OneLineArgumentParser)
     for name in SUBCOMMANDS:
         importlib.import_module(f"{__name__}.{name}").register(sub)
     return parser

@@ -462,10 +462,6 @@ def run(args) -> int:
 
     model = load_vgg(p.weights, pooling=p.config.pooling, arch=p.arch)
     config = p.config.validate(model.arch, len(p.styles) or None)
-    if config.mode == "content" and not styles:
-        # The core needs style targets to build the loss even when their weight is 0 (loss_terms indexes
-        # targets.grams for every style layer): the content stands in; its style term is multiplied by 0.
-        styles = [content]
 
     monitor = Monitor(p, args.quiet)
     if record is not None:
