@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import colour, optim, vgg
+from . import precision as precision_lib
 from .errors import NonFiniteLossError, UsageError
 from .losses import content_loss, gram_matrix, style_layer_loss, tv_loss
 from .model import VGGModel, extract_features
@@ -66,6 +67,9 @@ class StyleConfig:
     color_match: str = "pca"  # pca | chol | sym, for original_colors="histogram"
     mode: str = "transfer"  # transfer | content (reconstruct content only) | style (texture synthesis)
     pooling: str = "max"
+    # Convolution precision (jaxstyle.precision): float32 | tf32 | bfloat16 activations. Gram matrices and
+    # losses always accumulate in float32.
+    precision: str = "float32"
 
     def validate(self, arch: str = "vgg19", n_styles: int | None = None) -> "StyleConfig":
         """Raise :class:`UsageError` (one line) for any invalid value; return self."""
@@ -83,7 +87,8 @@ class StyleConfig:
             raise UsageError(f"--lbfgs-memory must be >= 1, not {self.lbfgs_memory}")
         for name, allowed in (("init", INITS), ("normalization", NORMALIZATIONS), ("optimizer", optim.OPTIMIZERS),
                               ("original_colors", ORIGINAL_COLORS), ("color_match", colour.COLOR_MATCH_METHODS),
-                              ("mode", MODES), ("pooling", vgg.POOLINGS)):
+                              ("mode", MODES), ("pooling", vgg.POOLINGS),
+                              ("precision", precision_lib.PRECISIONS)):
             if getattr(self, name) not in allowed:
                 raise UsageError(f"--{name.replace('_', '-')} must be one of {', '.join(allowed)}, "
                                  f"not {getattr(self, name)!r}")
@@ -111,7 +116,8 @@ class LossSpec(NamedTuple):
 
     content_layers: tuple[str, ...]
     style_layers: tuple[str, ...]
-    normalization: str = "size"
+    normalization: str = "relative"
+    precision: str = "float32"
 
 
 class LossWeights(NamedTuple):
@@ -132,7 +138,8 @@ class Targets(NamedTuple):
 
 
 def loss_spec(config: StyleConfig) -> LossSpec:
-    return LossSpec(tuple(config.content_layers), tuple(config.style_layers), config.normalization)
+    return LossSpec(tuple(config.content_layers), tuple(config.style_layers), config.normalization,
+                    config.precision)
 
 
 def loss_weights(config: StyleConfig, n_styles: int) -> LossWeights:
@@ -150,12 +157,14 @@ def loss_weights(config: StyleConfig, n_styles: int) -> LossWeights:
     return LossWeights(f32(content_w), f32(style_w), f32(config.tv_weight), f32(layers), f32(blend / blend.sum()))
 
 
-def content_targets(model: VGGModel, content: jax.Array, layers: Sequence[str]) -> dict:
+def content_targets(model: VGGModel, content: jax.Array, layers: Sequence[str],
+                    precision: str = "float32") -> dict:
     """P^l for each content layer. ``content`` is one HWC image."""
-    return extract_features(model, content, tuple(layers))
+    return precision_lib.extract_features(model, content, tuple(layers), precision)
 
 
-def style_targets(model: VGGModel, styles: Sequence[jax.Array], layers: Sequence[str]) -> dict:
+def style_targets(model: VGGModel, styles: Sequence[jax.Array], layers: Sequence[str],
+                  precision: str = "float32") -> dict:
     """Per-layer stacks of the style images' Grams, each divided by that image's M_l.
 
     Departure from the paper, on purpose: the paper's A^l assumes the style image has the same M_l as the
@@ -164,7 +173,7 @@ def style_targets(model: VGGModel, styles: Sequence[jax.Array], layers: Sequence
     """
     per_style = []
     for s in styles:
-        feats = extract_features(model, s, tuple(layers))
+        feats = precision_lib.extract_features(model, s, tuple(layers), precision)
         per_style.append({l: gram_matrix(f) / (f.shape[0] * f.shape[1]) for l, f in feats.items()})
     return {l: jnp.stack([g[l] for g in per_style]) for l in layers}
 
@@ -172,8 +181,8 @@ def style_targets(model: VGGModel, styles: Sequence[jax.Array], layers: Sequence
 # The targets in one compiled call each instead of op-by-op dispatch (each eager op compiles separately and too
 # quickly for the persistent cache): warm start-up prepare 2.9 s -> 1.4 s at 64 px on the loaded 2-core CPU,
 # see docs/benchmarks.md ("Compile time").
-_content_targets_jit = jax.jit(content_targets, static_argnums=2)
-_style_targets_jit = jax.jit(style_targets, static_argnums=2)
+_content_targets_jit = jax.jit(content_targets, static_argnums=(2, 3))
+_style_targets_jit = jax.jit(style_targets, static_argnums=(2, 3))
 
 
 def loss_terms(image: jax.Array, model: VGGModel, targets: Targets, weights: LossWeights,
@@ -183,7 +192,7 @@ def loss_terms(image: jax.Array, model: VGGModel, targets: Targets, weights: Los
     # term by a constant of its target, here and nowhere else.
     # Content-only reconstruction has no style images: no style targets, no style layers to run.
     style_layers = spec.style_layers if targets.grams else ()
-    feats = extract_features(model, image, spec.content_layers + style_layers)
+    feats = precision_lib.extract_features(model, image, spec.content_layers + style_layers, spec.precision)
     content = jnp.float32(0.0)
     for layer in spec.content_layers:
         target = targets.content[layer]
@@ -332,10 +341,10 @@ def prepare(model: VGGModel, content, styles, config: StyleConfig) -> Problem:
     spec = loss_spec(config)
     weights = loss_weights(config, max(len(styles), 1))
     if content_seen is not None:
-        content_t = _content_targets_jit(model, content_seen, spec.content_layers)
+        content_t = _content_targets_jit(model, content_seen, spec.content_layers, spec.precision)
     else:  # style mode: the content term has weight 0; zeros of the right shape keep the loss structure
         content_t = jax.tree.map(jnp.zeros_like, extract_features(model, jnp.zeros(shape), spec.content_layers))
-    grams = _style_targets_jit(model, styles, spec.style_layers) if styles else {}
+    grams = _style_targets_jit(model, styles, spec.style_layers, spec.precision) if styles else {}
     return Problem(content_seen, content_rgb, styles, shape, Targets(content_t, grams), weights, spec)
 
 

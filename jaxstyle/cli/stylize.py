@@ -23,6 +23,7 @@ from ..checkpoint import load_checkpoint, save_checkpoint
 from ..errors import EXIT_INTERRUPTED, EXIT_NONFINITE, NonFiniteLossError, UsageError
 from ..stylize import INITS, MODES, NORMALIZATIONS, ORIGINAL_COLORS, ResumeState, StyleConfig, run_stylize
 from ..colour import COLOR_MATCH_METHODS
+from ..precision import PRECISIONS
 from . import checkpointing
 from .interrupt import StopRequest
 
@@ -135,6 +136,8 @@ CONFIG_OPTIONS = {
     "mode": ({"choices": MODES}, "transfer; content = reconstruct the content only; style = texture synthesis "
              "(no --content needed)", None),
     "pooling": ({"choices": vgg.POOLINGS}, "VGG pooling (Gatys et al. suggest avg)", None),
+    "precision": ({"choices": PRECISIONS}, "convolution precision: float32, tf32 (GPU tensor cores) or bfloat16 "
+                  "activations; Gram matrices and losses always accumulate in float32", None),
 }
 assert set(CONFIG_OPTIONS) == set(DEFAULTS), "every StyleConfig field needs exactly one CLI option"
 
