@@ -41,7 +41,7 @@ GFLOP_512 = 397.0  # one loss-and-input-gradient evaluation at 512x512 (docs/alg
 # Dense peak TFLOP/s by GPU name fragment: (float32, tf32, bf16). CPUs get no peak column.
 GPU_PEAK = {"H200": (67.0, 495.0, 989.0), "H100": (67.0, 495.0, 989.0), "A100": (19.5, 156.0, 312.0),
             "L4": (30.3, 60.0, 121.0)}
-PHASES = ("speed", "compile", "memory", "convergence", "levers")
+PHASES = ("speed", "compile", "memory", "convergence", "levers", "loop")
 
 
 def gflop(size: int) -> float:
@@ -268,7 +268,7 @@ def _rss_mb(field: str = "VmRSS") -> float:
     return float("nan")
 
 
-def worker_memory(size: int, side: str, evals: int = 2) -> dict:
+def worker_memory(size: int, side: str, evals: int = 1) -> dict:
     from benchmarks import common
 
     path = common.weights_file()
@@ -479,7 +479,7 @@ def phase_levers(args) -> dict:
             return xi
         return go
 
-    add("iterations per dispatch", f"{n_it} Adam iterations, 1 per call (per iteration)",
+    add("iterations per dispatch", f"{n_it} Adam iterations, one call per iteration",
         chunked(1, run, max_steps=1), note=f"time for {n_it} iterations")
     add("iterations per dispatch", f"{n_it} Adam iterations in one while_loop call",
         chunked(n_it, run, max_steps=n_it), note=f"time for {n_it} iterations")
@@ -512,6 +512,57 @@ def phase_levers(args) -> dict:
                          "note": r.get("error", "")})
             print(f"lever XLA_FLAGS {flags!r}: {r}", flush=True)
     return {"size": size, "reps": reps, "rows": rows, "loadavg": os.getloadavg()}
+
+
+# ------------------------------------------------------------------------------------------------------------
+# loop: the cost of an evaluation inside lax.while_loop (run_stylize's chunks) vs a loop-free jitted step
+
+
+def phase_loop(args) -> dict:
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    from benchmarks import common
+
+    stylize = common.core()
+    size, reps = args.lever_size, args.lever_reps
+    model, problem, _ = common.jax_problem(size, common.weights_file())
+    a = (problem.targets, problem.weights)
+    x0 = jnp.asarray(common.init_noise(size))
+    vg = lambda m, x, t, w: jax.value_and_grad(lambda i: stylize.total_loss(i, m, t, w, problem.spec))(x)
+    single = jax.jit(vg)
+    adam = optax.adam(0.02)
+
+    @jax.jit
+    def step(m, x, s, t, w):  # one Adam iteration, no loop
+        v, g = vg(m, x, t, w)
+        u, s = adam.update(g, s, x)
+        return jnp.clip(x + u, 0.0, 1.0), s, v
+
+    def loop_free(n):
+        x, s = x0, adam.init(x0)
+        for _ in range(n):
+            x, s, _ = step(model, x, s, *a)
+        return x
+
+    opt, run, _ = stylize._compiled(problem.spec, ("adam", 0.02, 100))
+
+    def chunked(n):
+        x = jnp.array(x0, copy=True)
+        s = jax.tree.map(lambda v: jnp.array(v, copy=True), opt.init(x))
+        return run(model, x, s, *a, jnp.int32(n), max_steps=n).x
+
+    n = 3
+    rows = [{"variant": "one loss-and-gradient call (jit, no loop)", "per_eval_s":
+             _median_time(lambda: single(model, x0, *a), reps)},
+            {"variant": f"Adam, {n} loop-free jitted steps dispatched from Python", "per_eval_s":
+             _median_time(lambda: loop_free(n), reps) / n},
+            {"variant": f"Adam, {n} iterations in run_stylize's lax.while_loop chunk (optim._while_chunk)",
+             "per_eval_s": _median_time(lambda: chunked(n), reps) / n}]
+    for r in rows:
+        print(f"loop {r['variant']}: {r['per_eval_s']:.3f}s per evaluation", flush=True)
+    return {"size": size, "reps": reps, "rows": rows}
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -587,7 +638,17 @@ def render() -> None:
            "normalisation, input gradients only (PyTorch weights `requires_grad=False`), both networks "
            "truncated after relu5_1. `tests/test_benchmarks.py` checks that loss and input gradient agree "
            "(relative error <= 1e-4; measured ~5e-7). One evaluation = one loss and input gradient: 397 GFLOP "
-           "at 512², scaling with the pixel count (docs/algorithm.md).\n"]
+           "at 512², scaling with the pixel count (docs/algorithm.md).\n",
+           "## How to run\n",
+           "```\n.venv/bin/python benchmarks/run.py                    # every phase at the sizes of the spec\n"
+           ".venv/bin/python benchmarks/run.py --phases speed --sizes 256 512 --reps 5\n"
+           ".venv/bin/python benchmarks/run.py --render-only      # re-render this page from the JSON\n```\n",
+           "`--help` lists every size/repetition flag. Phases: `speed`, `compile`, `memory`, `convergence`, "
+           "`levers`, `loop`, `profile`; each writes `benchmarks/results/<phase>.json` with the machine, versions, thread "
+           "settings, command and load average, and this page is rendered from whatever JSON exists. On a GPU "
+           "(CUDA torch, jax[cuda]) the same command fills the device-memory and %-of-peak columns. The tables "
+           "below say which command and flags produced them; on this shared 2-core machine some sizes and "
+           "repetitions were reduced to keep the run under ~30 minutes.\n"]
     figs = []
     speed = _load("speed")
     if speed:
@@ -674,7 +735,7 @@ def render() -> None:
     if mem:
         out.append("## Peak memory\n")
         out.append(_env_block(mem))
-        out.append("One fresh process per row: imports, targets, two loss-and-gradient evaluations; peak "
+        out.append("One fresh process per row: imports, targets, one (first, so compile included) loss-and-gradient evaluation; peak "
                    "resident set size (VmHWM of `/proc/self/status`; `getrusage` ru_maxrss would inherit the parent's peak across fork+exec), which includes the interpreter "
                    "and libraries (RSS after imports given apart); device peak on a GPU.\n")
         out.append("| size | side | peak RSS MiB | RSS after imports MiB | device peak MiB |\n|---|---|---|---|---|")
@@ -756,9 +817,18 @@ def render() -> None:
             ge = f"{r['grad_rel_err_vs_default']:.1e}" if "grad_rel_err_vs_default" in r else ""
             out.append(f"| {r['lever']} | {r['variant']} | {t:.3f} | {rel} | {ge} | {r.get('note', '')} |"
                        if t else f"| {r['lever']} | {r['variant']} | failed | | | {r.get('note', '')} |")
-        notes = os.path.join(RESULTS, "levers_notes.md")
+        notes = os.path.join(ROOT, "benchmarks", "levers_notes.md")
         if os.path.exists(notes):
             out.append("\n" + open(notes).read())
+    loop = _load("loop")
+    if loop:
+        out.append(f"## Evaluations inside `lax.while_loop` ({loop['size']}², median of {loop['reps']})\n")
+        out.append(_env_block(loop))
+        base = loop["rows"][0]["per_eval_s"]
+        out.append("| variant | s per evaluation | vs one call |\n|---|---|---|")
+        for r in loop["rows"]:
+            out.append(f"| {r['variant']} | {r['per_eval_s']:.3f} | {r['per_eval_s'] / base:.2f}x |")
+        out.append("")
     prof = _load("profile")
     if prof:
         out.append(f"## Profile ({prof['size']}²)\n")
