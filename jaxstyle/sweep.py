@@ -204,7 +204,9 @@ def _compiled(spec, opt_key: tuple, mesh: Mesh):
     run = jax.jit(chunk, static_argnums=(6,), donate_argnums=(2,),
                   in_shardings=(replicated, batched, batched, replicated, batched, batched), out_shardings=batched)
     terms_fn = jax.jit(terms, in_shardings=(replicated, batched, replicated, batched), out_shardings=batched)
-    return opt, run, terms_fn, batched, replicated
+    # Per-run choice between two (K, H, W, 3) arrays.
+    select = jax.jit(lambda mask, a, b: jnp.where(mask[:, None, None, None], a, b), out_shardings=batched)
+    return opt, run, terms_fn, select, batched, replicated
 
 
 # ----------------------------------------------------------------------------------------------- driver
@@ -251,7 +253,7 @@ def stylize_many(content, style, settings: Mapping[str, Any], *, model: VGGModel
 
     mesh = default_mesh() if mesh is None else _auto(mesh)
     k_padded = math.ceil(k_runs / mesh.size) * mesh.size
-    opt, run, terms_fn, batched, replicated = _compiled(
+    opt, run, terms_fn, select, batched, replicated = _compiled(
         problem.spec, (config.optimizer, config.learning_rate, config.lbfgs_memory), mesh)
     xs, weights = _pad((xs, weights), k_padded)
     xs, weights = _put((xs, weights), batched)
@@ -265,6 +267,9 @@ def stylize_many(content, style, settings: Mapping[str, Any], *, model: VGGModel
     evaluations = np.zeros(k_padded, np.int64)
     alive = np.ones(k_padded, bool)
     status = ["done"] * k_padded
+    # Per run, as run_stylize: the iterate before the current one (whose loss was finite), kept across chunks in
+    # case the next chunk's first loss, the one at the current iterate, is already non-finite.
+    x_before, has_before = xs, np.zeros(k_padded, bool)
     x_good = xs
     try:
         while alive.any() and done[alive].min() < config.iterations:
@@ -272,11 +277,21 @@ def stylize_many(content, style, settings: Mapping[str, Any], *, model: VGGModel
             max_steps = int(n.max()) if opt.name == "scipy-lbfgs" else chunk
             out = run(model_r, xs, states, targets_r, weights, _put(n, batched), max_steps)
             xs, states = out.x, out.state
-            x_good = xs
-            done += _host(out.steps)
+            steps, finite = _host(out.steps), _host(out.finite)
             evaluations += _host(out.evaluations)
-            finite = _host(out.finite)
-            for k in np.flatnonzero(alive & ~finite):
+            stopped = alive & ~finite
+            # Non-finite after ``steps`` > 0 iterations: the last of them made the iterate with the non-finite
+            # loss, and ``out.x`` is the one before it. Non-finite at the chunk's first loss: go back one more.
+            done += np.where(finite, steps, np.maximum(steps - 1, 0))
+            back = stopped & (steps == 0) & has_before
+            if back.any():
+                xs = select(_put(back, batched), x_before, xs)
+                done -= back
+            if out.x_prev is not None:
+                x_before = select(_put(alive & finite, batched), out.x_prev, x_before)
+                has_before |= alive & finite
+            x_good = xs
+            for k in np.flatnonzero(stopped):
                 status[k] = "nonfinite"
             alive &= finite
             if callback is not None:

@@ -26,7 +26,7 @@ from jaxstyle.cli import main
 from jaxstyle.stylize import run_stylize
 from jaxstyle.sweep import DEFAULT_CONFIG, count_evaluations, normalize_settings, run_configs, stylize_many
 
-stylize_mod = importlib.import_module("jaxstyle.stylize")  # the module, not the stylize() function
+sweep_mod = importlib.import_module("jaxstyle.sweep")
 
 TOL = 1e-4
 ITERATIONS = 5
@@ -69,23 +69,21 @@ def inputs(files):
 
 @pytest.fixture(scope="module")
 def swept(inputs, model):
-    """One vmapped run, with the target computations counted."""
-    counts = {"content": 0, "style": 0}
-    originals = stylize_mod.content_targets, stylize_mod.style_targets
+    """One vmapped run, with its calls of prepare (which computes the targets) recorded."""
+    calls = []
+    original = sweep_mod.prepare
 
-    def counting(name, fn):
-        def wrapper(*args, **kwargs):
-            counts[name] += 1
-            return fn(*args, **kwargs)
-        return wrapper
+    def recording(*args, **kwargs):
+        problem = original(*args, **kwargs)
+        calls.append(problem)
+        return problem
 
-    stylize_mod.content_targets = counting("content", originals[0])
-    stylize_mod.style_targets = counting("style", originals[1])
+    sweep_mod.prepare = recording
     try:
         result = stylize_many(inputs[0], inputs[1], SETTINGS, model=model, config=CONFIG, chunk=ITERATIONS)
     finally:
-        stylize_mod.content_targets, stylize_mod.style_targets = originals
-    return result, counts
+        sweep_mod.prepare = original
+    return result, calls
 
 
 def test_each_vmapped_run_equals_the_single_run(swept, inputs, model):
@@ -117,9 +115,29 @@ def test_each_vmapped_adam_run_equals_the_single_run(inputs, model):
         assert diff <= TOL, f"run {k}: max abs diff {diff}"
 
 
+def test_a_run_whose_loss_becomes_non_finite_stops_alone_like_its_single_run(inputs, model):
+    # float32 overflows to inf: run 1's total loss is non-finite from its first evaluation on.
+    settings = {k: list(v) for k, v in SETTINGS.items()}
+    settings["style_weight"][1] = settings["tv_weight"][1] = 3e38
+    settings["content_weight"][1] = 3e38
+    result = stylize_many(inputs[0], inputs[1], settings, model=model, config=CONFIG, chunk=ITERATIONS)
+    assert result.status == ["done", "nonfinite", "done", "done"]
+    configs = run_configs(normalize_settings(settings, CONFIG, 2), CONFIG, model.arch, 2)
+    single = run_stylize(inputs[0], inputs[1], model, configs[1], chunk=ITERATIONS)
+    assert single.status == "nonfinite" and result.iterations[1] == single.iterations
+    assert np.all(np.isfinite(result.images[1])) and np.abs(result.images[1] - single.image).max() <= TOL
+    # The other runs are untouched by it (same as in the run without it).
+    np.testing.assert_array_equal(result.iterations[[0, 2, 3]], ITERATIONS)
+
+
 def test_targets_computed_once_for_all_runs(swept):
-    _, counts = swept
-    assert counts == {"content": 1, "style": 1}
+    _, calls = swept
+    assert len(calls) == 1  # one prepare for K = 4 runs
+    targets = calls[0].targets
+    # One copy, not K: the content features are one image's, the Grams one per style image (S = 2).
+    assert targets.content["relu2_2"].shape == (13, 16, 128)
+    assert {k: v.shape for k, v in targets.grams.items()} == {
+        "relu1_1": (2, 64, 64), "relu2_1": (2, 128, 128), "relu3_1": (2, 256, 256)}
 
 
 def test_settings_are_checked(inputs, model):

@@ -94,8 +94,11 @@ def register(subparsers) -> argparse.ArgumentParser:
         if name in SWEPT:
             continue
         default = sweep.DEFAULT_CONFIG.optimizer if name == "optimizer" else defaults[name]
-        if name == "init":
-            kwargs = {**kwargs, "choices": INITS, "metavar": None}  # one shared start: no per-run init image
+        if name == "init":  # one shared start: no init image in a sweep
+            kwargs = {**kwargs, "choices": INITS, "metavar": None}
+            text = "starting image of every run: white noise (from --seed), the content or the style"
+        if name == "optimizer":
+            text += "; a sweep defaults to lbfgs-nols: the line search costs ~3x under vmap"
         hp.add_argument(stylize_cli._flag(name), dest=name, default=None,
                         help=f"{text} (default: {stylize_cli._show(default, none or 'none')})", **kwargs)
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines or summary")
@@ -219,8 +222,6 @@ def run(args) -> int:
 
     model = load_vgg(p.weights, pooling=p.config.pooling)
     config = p.config.validate(model.arch, len(styles) or None)
-    if config.mode == "content" and not styles:
-        styles = [content]  # as jaxstyle stylize: the style term exists with weight 0
 
     def progress(pr: sweep.SweepProgress) -> None:
         if not args.quiet:
