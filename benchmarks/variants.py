@@ -31,7 +31,7 @@ def swapped(module, name, value):
         setattr(module, name, old)
 
 
-def _features_with_weight_grads(model, images, layers):
+def _features_with_weight_grads(model, images, layers, precision="float32"):
     """extract_features without the stop_gradient on the weights."""
     images = images[None]
     out = model.module.apply(model.params, images, layers=tuple(layers))
@@ -55,7 +55,7 @@ def loss_and_grad(spec, *, weight_grads=False, gram_precision=None, precision=No
                 stack.enter_context(swapped(losses, "HIGHEST", gram_precision))
             if precision is not None:
                 stack.enter_context(swapped(stylize, "extract_features",
-                                            lambda m, i, l: precision_mod.extract_features(m, i, l, precision)))
+                                            lambda m, i, l, _p="float32": precision_mod.extract_features(m, i, l, precision)))
             loss = lambda m, img: stylize.total_loss(img, m, targets, weights, spec)
             if weight_grads:
                 return jax.value_and_grad(loss, argnums=(0, 1))(model, x)
@@ -105,7 +105,7 @@ def _vgg_forward(params, image_hwc, layers, preprocess, layout="NHWC", remat=Fal
 def handwritten_loss_and_grad(spec, *, layout="NHWC", remat=False):
     """Same loss as jaxstyle (its loss_terms), features from the hand-written forward."""
 
-    def features(model, image, layers):
+    def features(model, image, layers, precision="float32"):
         params = jax.lax.stop_gradient(model.params["params"])
         return _vgg_forward(params, image, tuple(layers), model.preprocess, layout, remat)
 

@@ -13,10 +13,12 @@ unconstrained and the driver clips once at the end: projecting inside L-BFGS wou
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 OPTIMIZERS = ("lbfgs", "lbfgs-nols", "adam", "scipy-lbfgs")
@@ -43,6 +45,11 @@ class Optimizer:
     init: Callable[[jax.Array], Any]
     run: Callable[..., Chunk]  # run(fun, x, state, n, max_steps) -> Chunk
     clips_each_step: bool
+    # One iteration, loop-free: step(fun, x, state) -> (new_x, new_state, value_at_x, evaluations). ``run``
+    # is this step inside a while_loop; a driver may instead dispatch jitted steps itself (XLA CPU runs
+    # convolutions inside a loop body several times slower than the same program outside one, see
+    # docs/benchmarks.md). None where the optimiser has no separable step (scipy-lbfgs).
+    step: Callable[..., tuple] | None = None
 
 
 def _while_chunk(step, x, state, n, max_steps):
@@ -70,47 +77,75 @@ def _while_chunk(step, x, state, n, max_steps):
     return Chunk(jnp.where(finite, x, x_prev), state, values, i, finite, x, evals, x_prev)
 
 
+def host_chunk(step, x, state, n: int, max_steps: int) -> Chunk:
+    """The same contract as ``run``, with the loop on the host: ``step(x, state)`` is an already-jitted single
+    iteration, dispatched ``n`` times (one device round-trip per iteration).
+
+    Used on CPU, where XLA executes a while_loop body's convolutions 2-5x slower than the same convolutions
+    in a loop-free program (jax-ml/jax#12868; measured in docs/benchmarks.md); with evaluations of 0.1 s and
+    more, one round-trip per iteration costs nothing measurable. The arithmetic is the same step function.
+    """
+    values = np.full((max_steps,), np.nan, np.float32)
+    evaluations, x_prev = 0, x
+    for i in range(n):
+        new_x, new_state, value, used = step(x, state)
+        evaluations += int(used)
+        values[i] = value = float(value)
+        if not math.isfinite(value):
+            # ``x`` (made by the previous step) has a non-finite loss: keep the one before it. The state
+            # passed in was donated to ``step``; ``new_state`` is valid (the run is not resumable anyway).
+            return Chunk(x_prev, new_state, values, np.int32(i), np.bool_(False), x, np.int32(evaluations),
+                         x_prev)
+        x_prev, x, state = x, new_x, new_state
+    return Chunk(x, state, values, np.int32(n), np.bool_(True), x, np.int32(evaluations), x_prev)
+
+
+def _looped(step):
+    """``run`` for an optimiser given its single ``step``: the step inside one compiled while_loop."""
+
+    def run(fun, x, state, n, max_steps):
+        return _while_chunk(lambda x, state: step(fun, x, state), x, state, n, max_steps)
+
+    return run
+
+
 def _optax_lbfgs(memory_size: int, linesearch: bool, max_linesearch_steps: int) -> Optimizer:
     ls = optax.scale_by_zoom_linesearch(max_linesearch_steps=max_linesearch_steps) if linesearch else None
     # Without a line search the step is the L-BFGS direction with unit step (the first one capped at 1/|g|).
     opt = optax.lbfgs(memory_size=memory_size, linesearch=ls)
 
-    def run(fun, x, state, n, max_steps):
-        # With the zoom line search the value and gradient at the accepted point are cached in the state and
-        # reused here, so each iteration costs only its line-search trials.
-        cached = optax.value_and_grad_from_state(fun) if linesearch else None
+    def step(fun, x, state):
+        if linesearch:
+            # With the zoom line search the value and gradient at the accepted point are cached in the state
+            # and reused here, so each iteration costs only its line-search trials.
+            value, grad = optax.value_and_grad_from_state(fun)(x, state=state)
+        else:
+            value, grad = jax.value_and_grad(fun)(x)
+        updates, new_state = opt.update(grad, state, x, value=value, grad=grad, value_fn=fun)
+        used = jnp.int32(1)
+        if linesearch:
+            # The zoom line search evaluates ``fun`` (value and gradient) once per trial step; the
+            # accepted trial's value/grad are reused by value_and_grad_from_state on the next step.
+            # The very first iteration also evaluates at the starting point (nothing cached yet).
+            info = optax.tree.get(new_state, "info")
+            first = optax.tree.get(state, "count") == 0
+            used = jnp.asarray(info.num_linesearch_steps, jnp.int32) + first.astype(jnp.int32)
+        return optax.apply_updates(x, updates), new_state, value, used
 
-        def step(x, state):
-            value, grad = cached(x, state=state) if linesearch else jax.value_and_grad(fun)(x)
-            updates, new_state = opt.update(grad, state, x, value=value, grad=grad, value_fn=fun)
-            used = jnp.int32(1)
-            if linesearch:
-                # The zoom line search evaluates ``fun`` (value and gradient) once per trial step; the
-                # accepted trial's value/grad are reused by value_and_grad_from_state on the next step.
-                # The very first iteration also evaluates at the starting point (nothing cached yet).
-                info = optax.tree.get(new_state, "info")
-                first = optax.tree.get(state, "count") == 0
-                used = jnp.asarray(info.num_linesearch_steps, jnp.int32) + first.astype(jnp.int32)
-            return optax.apply_updates(x, updates), new_state, value, used
-
-        return _while_chunk(step, x, state, n, max_steps)
-
-    return Optimizer("lbfgs" if linesearch else "lbfgs-nols", opt.init, run, clips_each_step=False)
+    return Optimizer("lbfgs" if linesearch else "lbfgs-nols", opt.init, _looped(step), clips_each_step=False,
+                     step=step)
 
 
 def _optax_adam(learning_rate: float) -> Optimizer:
     opt = optax.adam(learning_rate)
 
-    def run(fun, x, state, n, max_steps):
-        def step(x, state):
-            value, grad = jax.value_and_grad(fun)(x)
-            updates, new_state = opt.update(grad, state, x)
-            # Projected gradient: keep the image in [0, 1] after every step.
-            return jnp.clip(optax.apply_updates(x, updates), 0.0, 1.0), new_state, value, jnp.int32(1)
+    def step(fun, x, state):
+        value, grad = jax.value_and_grad(fun)(x)
+        updates, new_state = opt.update(grad, state, x)
+        # Projected gradient: keep the image in [0, 1] after every step.
+        return jnp.clip(optax.apply_updates(x, updates), 0.0, 1.0), new_state, value, jnp.int32(1)
 
-        return _while_chunk(step, x, state, n, max_steps)
-
-    return Optimizer("adam", opt.init, run, clips_each_step=True)
+    return Optimizer("adam", opt.init, _looped(step), clips_each_step=True, step=step)
 
 
 def _scipy_lbfgs(memory_size: int) -> Optimizer:

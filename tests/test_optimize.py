@@ -182,13 +182,14 @@ def instrumented(probe):
         flag = io_callback(probe.objective_hook, jax.ShapeDtypeStruct((), jnp.float32))
         return real_total(image, *args) + flag
 
-    def extract_features(model, images, layers):
+    def extract_features(model, images, layers, precision="float32"):
         jax.debug.callback(lambda a: probe.seen.append(np.asarray(a)), images)
-        return real_extract(model, images, layers)
+        return real_extract(model, images, layers, precision)
 
     def retrace():
         # Compiled code closes over the module's functions: make every cached jit retrace with the current ones.
         S._compiled.cache_clear()
+        S._compiled_step.cache_clear()
         for name in ("_content_targets_jit", "_style_targets_jit"):  # prepare's jitted targets, if any
             if hasattr(getattr(S, name, None), "clear_cache"):
                 getattr(S, name).clear_cache()
