@@ -82,10 +82,16 @@ def assert_falls(model, images, config, factor, term="total", **kw):
     return r
 
 
-def test_lbfgs_default_falls_10x_in_50_iterations(model, images):
+def test_default_optimizer_falls_10x_in_50_iterations(model, images):
     r = assert_falls(model, images, FULL, 10.0)
     assert r.iterations == 50
     assert r.image.shape == (43, 64, 3) and r.image.min() >= 0 and r.image.max() <= 1
+    assert r.evaluations == r.iterations  # default lbfgs-nols: one evaluation per iteration
+
+
+def test_lbfgs_zoom_line_search_falls_10x_in_50_iterations(model, images):
+    r = assert_falls(model, images, dataclasses.replace(FULL, optimizer="lbfgs"), 10.0)
+    assert r.iterations == 50
     # every line-search trial is an evaluation, and each iteration needs at least one
     assert r.evaluations >= r.iterations
 
@@ -183,7 +189,8 @@ def instrumented(probe):
         return real_total(image, *args) + flag
 
     def extract_features(model, images, layers, precision="float32"):
-        jax.debug.callback(lambda a: probe.seen.append(np.asarray(a)), images)
+        # ordered: every call is delivered before the computation returns, in program order
+        jax.debug.callback(lambda a: probe.seen.append(np.asarray(a)), images, ordered=True)
         return real_extract(model, images, layers, precision)
 
     def retrace():
@@ -206,7 +213,7 @@ def instrumented(probe):
 def test_lbfgs_evaluation_count_and_targets_once(model, images):
     probe = Probe()
     with instrumented(probe):
-        r = run(model, images, dataclasses.replace(LIGHT, iterations=30), chunk=10)
+        r = run(model, images, dataclasses.replace(LIGHT, iterations=30, optimizer="lbfgs"), chunk=10)
         p = S.prepare(model, images[0], [images[1]], LIGHT)  # (after the run: not counted below)
     assert r.status == "done" and r.iterations == 30 and len(r.history) == 3
     # The reported count equals the number of times the objective actually ran (line-search trials included).

@@ -42,7 +42,7 @@ DEMO = {"content": EXAMPLES / "chelsea.jpg", "style": [EXAMPLES / "starry_night.
 HELP = "stylize an image with one or more style images (Gatys et al. 2016)"
 DESCRIPTION = """\
 Optimise an image so its VGG features match the content image's (relu4_2) and its Gram matrices match the style
-images' (relu1_1 ... relu5_1), with L-BFGS by default. Lists are comma-separated (--style-layers relu1_1,relu2_1).
+images' (relu1_1 ... relu5_1), with unit-step L-BFGS by default. Lists are comma-separated (--style-layers relu1_1,relu2_1).
 Loss terms are normalised so the default weights work at any size and with any weights file (--normalization)."""
 EPILOG = """\
 outputs: OUT (PNG or JPEG, the content's aspect ratio); with --save-every N also OUT_stem.iterNNNN.EXT every N
@@ -126,7 +126,7 @@ CONFIG_OPTIONS = {
              "the style, or an image file", None),
     "seed": ({"type": _int, "metavar": "N"}, "random seed of the noise init", None),
     "iterations": ({"type": _int, "metavar": "N"}, "optimiser iterations", None),
-    "optimizer": ({"choices": optim.OPTIMIZERS}, "lbfgs (zoom line search), lbfgs-nols, adam, scipy-lbfgs", None),
+    "optimizer": ({"choices": optim.OPTIMIZERS}, "lbfgs-nols (unit-step L-BFGS), lbfgs (zoom line search), adam, scipy-lbfgs", None),
     "learning_rate": ({"type": _float, "metavar": "LR"}, "Adam step size (image in [0, 1] units)", None),
     "lbfgs_memory": ({"type": _int, "metavar": "M"}, "L-BFGS history size", None),
     "original_colors": ({"choices": ORIGINAL_COLORS}, "keep the content's colours: luminance-only transfer or "
