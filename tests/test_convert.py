@@ -22,8 +22,8 @@ from jaxstyle import convert as C
 from jaxstyle import extract_features, load_vgg
 from jaxstyle.errors import UsageError, WeightsError
 from torch_reference import conv_names, torch_features
-from weight_files import (gatys_state_dict, random_hwio, to_oihw, torchvision_state_dict, write_keras,
-                          write_matconvnet, write_safetensors, write_torch)
+from weight_files import (gatys_state_dict, random_hwio, remove_large_files, to_oihw, torchvision_state_dict,
+                          write_keras, write_matconvnet, write_safetensors, write_torch)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -35,13 +35,6 @@ MATCONVNET_MEAN = (122.5, 115.25, 104.0)  # deliberately not the standard one: i
 MATCONVNET = dict(bgr=False, scale=255.0, mean=MATCONVNET_MEAN, std=(1.0, 1.0, 1.0))
 
 TOL = 1e-4
-
-
-@pytest.fixture(autouse=True)
-def _remove_large_files(tmp_path):
-    """Each VGG file is 60-80 MB: don't leave gigabytes in pytest's retained temp directories."""
-    yield
-    shutil.rmtree(tmp_path, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

@@ -21,16 +21,9 @@ import pytest
 from jaxstyle import download as D
 from jaxstyle import load_vgg
 from jaxstyle.errors import UsageError, WeightsError
-from weight_files import random_hwio, torchvision_state_dict, write_keras, write_torch
+from weight_files import random_hwio, remove_large_files, torchvision_state_dict, write_keras, write_torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-@pytest.fixture(autouse=True)
-def _remove_large_files(tmp_path):
-    """Each VGG file is 60-80 MB: don't leave gigabytes in pytest's retained temp directories."""
-    yield
-    shutil.rmtree(tmp_path, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

@@ -9,9 +9,11 @@ files small. Ground truth is always ``{conv name: (kernel HWIO, bias)}`` float32
 from __future__ import annotations
 
 import collections
+import shutil
 
 import h5py
 import numpy as np
+import pytest
 
 from torch_reference import CFG, conv_names
 
@@ -182,3 +184,11 @@ def _mat_conv(name, w_whio, b, layout):
                 "pad": np.ones((1, 4))}
     return {"name": name, "type": "conv", "filters": w_whio, "biases": b.reshape(1, -1),
             "stride": np.array([[1., 1.]]), "pad": np.ones((1, 4))}
+
+
+@pytest.fixture(autouse=True)
+def remove_large_files(tmp_path):
+    """Autouse in the modules that import it: each VGG file is 60-80 MB, so don't leave gigabytes in pytest's
+    retained temp directories."""
+    yield
+    shutil.rmtree(tmp_path, ignore_errors=True)

@@ -259,6 +259,18 @@ def choose_chunk(print_every: int, save_every: int, checkpoint_every: int = 0, c
     return max(d for d in range(1, min(g, cap) + 1) if g % d == 0)
 
 
+def check_inputs(config: StyleConfig, content, style) -> list:
+    """Validate ``config`` and that the images its mode needs were given; return the style paths."""
+    styles = list(style or [])
+    # vgg16's layers are a subset of vgg19's: checked against vgg19 now, against the real network once loaded.
+    config.validate("vgg19", len(styles) or None)
+    if config.mode != "style" and content is None:
+        raise UsageError("--content is required (except with --mode style)")
+    if config.mode != "content" and not styles:
+        raise UsageError("--style is required (except with --mode content)")
+    return styles
+
+
 def plan(args) -> Plan:
     """Check every option and output path; raise UsageError (one line) before anything is computed."""
     for name, default in (("print_every", DEFAULT_PRINT_EVERY), ("save_every", 0), ("checkpoint_every", 0),
@@ -285,13 +297,7 @@ def plan(args) -> Plan:
         if args.loss_curve is None:
             args.loss_curve = os.path.splitext(args.output)[0] + ".loss.png"
     config = config_from_args(args)
-    styles = list(args.style or [])
-    # vgg16's layers are a subset of vgg19's: checked against vgg19 now, against the real network once loaded.
-    config.validate("vgg19", len(styles) or None)
-    if config.mode != "style" and args.content is None:
-        raise UsageError("--content is required (except with --mode style)")
-    if config.mode != "content" and not styles:
-        raise UsageError("--style is required (except with --mode content)")
+    styles = check_inputs(config, args.content, args.style)
     if args.output is None:
         raise UsageError("-o/--output is required (or use --demo)")
     init_path = args.init if args.init is not None and args.init not in INITS else None

@@ -172,12 +172,7 @@ def plan(args) -> Plan:
     if "image_size" in given and given["image_size"] == stylize_cli.ORIGINAL:
         given["image_size"] = None
     config = dataclasses.replace(sweep.DEFAULT_CONFIG, **given)
-    styles = list(args.style or [])
-    config.validate("vgg19", len(styles) or None)
-    if config.mode != "style" and args.content is None:
-        raise UsageError("--content is required (except with --mode style)")
-    if config.mode != "content" and not styles:
-        raise UsageError("--style is required (except with --mode content)")
+    styles = stylize_cli.check_inputs(config, args.content, args.style)
     if args.output is None:
         raise UsageError("-o/--output OUTDIR is required")
     if args.max_pixels < 0:
