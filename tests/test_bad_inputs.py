@@ -242,8 +242,9 @@ def test_bad_input_exits_with_one_line_and_no_output(files, guarded, row):
         args += ["--image-size", "32", "--iterations", "1"]
     proc = cli(f"{script}.py", *args, cwd=guarded)
     one_line_error(proc, code, needles)
-    # No output file anywhere (an empty directory made by sweep's -o is not a file).
+    # Nothing written anywhere: no file, and no directory either (sweep makes its -o only after inputs load).
     assert tree_hashes(guarded) == {}, os.listdir(guarded)
+    assert os.listdir(guarded) == [], os.listdir(guarded)
 
 
 def test_non_finite_loss_keeps_the_last_finite_image_and_exits_4(files, guarded):

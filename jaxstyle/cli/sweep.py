@@ -189,13 +189,20 @@ def plan(args) -> Plan:
         name = run_name(run)
         seen[name] = seen.get(name, 0) + 1
         names.append(name if seen[name] == 1 else f"{name}_{seen[name]}")  # --zip may repeat a setting
-    os.makedirs(outdir, exist_ok=True)
     inputs = [args.content, *styles]
     if args.weights not in (None, "random"):
         inputs.append(args.weights)
-    paths = [images.check_output_path(os.path.join(outdir, f"{n}.png"), inputs) for n in names]
-    sheet = images.check_output_path(os.path.join(outdir, SHEET), inputs)
-    report = images.check_output_path(os.path.join(outdir, REPORT), inputs, allowed=(".json",))
+    if os.path.isdir(outdir):
+        check = images.check_output_path
+    else:
+        # The directory is made by run() once every input has loaded, so a failed command leaves nothing behind.
+        # Nothing inside a directory that does not exist yet can be an input; the parent must be writable.
+        if not os.access(parent, os.W_OK):
+            raise UsageError(f"{outdir}: parent directory {parent} is not writable — choose another -o")
+        check = lambda path, inputs, allowed=None: path
+    paths = [check(os.path.join(outdir, f"{n}.png"), inputs) for n in names]
+    sheet = check(os.path.join(outdir, SHEET), inputs)
+    report = check(os.path.join(outdir, REPORT), inputs, allowed=(".json",))
     return Plan(config, args.content, styles, stylize_cli._weights_path(args.weights), outdir, runs, paths,
                 report, sheet, args.max_pixels or None, min(MAX_CHUNK, max(1, config.iterations)))
 
@@ -227,6 +234,8 @@ def run(args) -> int:
     with StopRequest() as stop:
         result = sweep.stylize_many(content, styles, settings_of(p.runs), model=model, config=config,
                                     chunk=p.chunk, callback=progress, should_stop=stop)
+    # Only now, with results in hand: a command that fails on any input or setting leaves nothing behind.
+    os.makedirs(p.outdir, exist_ok=True)
     for path, image in zip(p.paths, result.images):
         images.save_image(path, image)
     labels = [run_label(r) for r in p.runs]
