@@ -235,15 +235,22 @@ def _from_torchvision_keys(path, arrays: dict) -> tuple[str, dict]:
         key = (extra or missing)[0]
         raise WeightsError(path, f"{'unexpected' if extra else 'missing'} key {key!r} for {arch}",
                            "pass a plain (non batch-norm) torchvision-layout VGG state_dict")
+    keys = {name: f"features.{k}" for name, k in zip(vgg.conv_names(arch), expected_ks)}
+    return arch, _oihw_convs(path, arch, arrays, keys, "pass a VGG state_dict")
+
+
+def _oihw_convs(path, arch: str, arrays: dict, keys: dict, fix: str) -> dict:
+    """``{conv name: (kernel HWIO, bias)}`` from PyTorch-layout arrays ``{prefix}.weight`` (OIHW) / ``.bias``,
+    ``keys`` mapping each conv name to its prefix."""
     convs = {}
-    for name, k in zip(vgg.conv_names(arch), expected_ks):
-        wk, bk = f"features.{k}.weight", f"features.{k}.bias"
+    for name, prefix in keys.items():
+        wk, bk = f"{prefix}.weight", f"{prefix}.bias"
         w = np.asarray(arrays[wk])
         if w.ndim != 4:
-            raise WeightsError(path, f"key {wk!r} has shape {w.shape}, expected OIHW", "pass a VGG state_dict")
+            raise WeightsError(path, f"key {wk!r} has shape {w.shape}, expected OIHW", fix)
         convs[name] = _checked(path, arch, name, wk, w.transpose(2, 3, 1, 0), bk, arrays[bk],  # OIHW -> HWIO
                                layout="OIHW", source_shape=w.shape)
-    return arch, convs
+    return convs
 
 
 def _from_gatys_keys(path, arrays: dict) -> tuple[str, dict]:
@@ -256,15 +263,7 @@ def _from_gatys_keys(path, arrays: dict) -> tuple[str, dict]:
         key = (extra or missing)[0]
         raise WeightsError(path, f"{'unexpected' if extra else 'missing'} key {key!r} for {arch} (Gatys layout)",
                            "pass an unmodified vgg_conv.pth")
-    convs = {}
-    for name in vgg.conv_names(arch):
-        wk, bk = f"{name}.weight", f"{name}.bias"
-        w = np.asarray(arrays[wk])
-        if w.ndim != 4:
-            raise WeightsError(path, f"key {wk!r} has shape {w.shape}, expected OIHW", "pass vgg_conv.pth")
-        convs[name] = _checked(path, arch, name, wk, w.transpose(2, 3, 1, 0), bk, arrays[bk],  # OIHW -> HWIO
-                               layout="OIHW", source_shape=w.shape)
-    return arch, convs
+    return arch, _oihw_convs(path, arch, arrays, {n: n for n in vgg.conv_names(arch)}, "pass vgg_conv.pth")
 
 
 def _keys_kind(path, arrays: dict) -> str:

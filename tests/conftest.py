@@ -5,6 +5,9 @@ cache (inherited by subprocesses through the environment) compiles each once. It
 """
 
 import os
+import warnings
+
+import pytest
 
 os.environ.setdefault(
     "JAXSTYLE_CACHE_DIR",
@@ -14,3 +17,13 @@ os.environ.setdefault(
 from jaxstyle import compilation_cache  # noqa: E402
 
 compilation_cache.enable()
+
+
+@pytest.fixture(scope="session")
+def model():
+    """The deterministic random VGG19 (its warning silenced), loaded once for every test that uses it."""
+    import jaxstyle
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", jaxstyle.RandomWeightsWarning)
+        return jaxstyle.load_vgg("random")

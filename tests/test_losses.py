@@ -13,7 +13,6 @@ spelled out again so a mistake in the JAX code cannot hide in both.
 from __future__ import annotations
 
 import importlib
-import warnings
 
 import jax
 import jax.numpy as jnp
@@ -179,13 +178,6 @@ def test_gram_float32_highest_for_bfloat16():
 
 # --------------------------------------------------------------------------------------------------------
 # 3b. The whole objective: jaxstyle vs an independent torch VGG forward + losses, values and gradients
-
-
-@pytest.fixture(scope="module")
-def model():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", jaxstyle.RandomWeightsWarning)
-        return jaxstyle.load_vgg("random")
 
 
 @pytest.fixture(scope="module")

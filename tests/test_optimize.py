@@ -21,7 +21,6 @@ import contextlib
 import dataclasses
 import importlib
 import os
-import warnings
 
 import jax
 import jax.numpy as jnp
@@ -38,13 +37,6 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHUNK = 25  # one compiled program per optimiser for every run at this chunk size
 FULL = S.StyleConfig(image_size=64, iterations=50)
 LIGHT = S.StyleConfig(image_size=32, iterations=20, content_layers=("relu2_1",), style_layers=("relu1_1", "relu2_1"))
-
-
-@pytest.fixture(scope="module")
-def model():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", jaxstyle.RandomWeightsWarning)
-        return jaxstyle.load_vgg("random")
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,6 @@ import dataclasses
 import importlib
 import json
 import os
-import warnings
 
 import numpy as np
 import pytest
@@ -52,13 +51,6 @@ def files(tmp_path_factory):
         paths[name] = str(d / f"{name}.png")
         Image.fromarray((rng.random(shape) * 255).astype(np.uint8)).save(paths[name])
     return paths
-
-
-@pytest.fixture(scope="module")
-def model():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", jaxstyle.RandomWeightsWarning)
-        return load_vgg("random")
 
 
 @pytest.fixture(scope="module")
