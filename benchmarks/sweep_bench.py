@@ -3,8 +3,9 @@ line search?
 
 1. Time per iteration of ``stylize_many`` with K runs divided by K x the time per iteration of one
    ``run_stylize`` (ratio <= 1: the sweep is no slower than running the settings one after another). Each time
-   per iteration is (t(N2) - t(N1)) / (N2 - N1) over two warm runs of N1 and N2 iterations in one compiled
-   chunk, which cancels compilation, target computation and transfers; the best of ``--repeats`` is kept.
+   per iteration is (t(N2) - t(N1)) / (N2 - N1) over two warm runs of N1 and N2 iterations in one chunk,
+   which cancels compilation, target computation and transfers; the best of ``--repeats`` is kept. The single
+   run is timed again for every K, interleaved with the sweep (see ``per_iteration_pair``).
 2. Loss-and-gradient evaluations executed per image per iteration, single vs vmapped, for each optimiser
    (:func:`jaxstyle.sweep.count_evaluations`: a debug callback inside the loss counts every execution, a lane
    of a batched ``lax.cond`` included).
@@ -48,17 +49,22 @@ def settings_for(k: int) -> dict:
     return {"style_weight": list(np.geomspace(10.0, 1000.0, k)) if k > 1 else [100.0], "seed": list(range(k))}
 
 
-def per_iteration(fn, n1: int, n2: int, repeats: int) -> float:
-    fn(n2)  # compile and warm up (same chunk length as the timed calls)
-    times = {}
-    for n in (n1, n2):
-        best = float("inf")
-        for _ in range(repeats):
-            t = time.perf_counter()
-            fn(n)
-            best = min(best, time.perf_counter() - t)
-        times[n] = best
-    return (times[n2] - times[n1]) / (n2 - n1)
+def per_iteration_pair(single, vmapped, n1: int, n2: int, repeats: int) -> tuple[float, float]:
+    """Seconds per iteration of ``single`` and ``vmapped`` (each ``fn(n)`` runs n iterations), interleaved.
+
+    Each repetition times single(n1), vmapped(n1), single(n2), vmapped(n2) in turn, so a change of machine load
+    hits both sides alike; per side the best time of each N is kept and the time per iteration is
+    (t(N2) - t(N1)) / (N2 - N1), which cancels compilation, targets and transfers.
+    """
+    single(n2), vmapped(n2)  # compile and warm up (same chunk length as the timed calls)
+    best = {(side, n): float("inf") for side in ("single", "vmapped") for n in (n1, n2)}
+    for _ in range(repeats):
+        for n in (n1, n2):
+            for side, fn in (("single", single), ("vmapped", vmapped)):
+                t = time.perf_counter()
+                fn(n)
+                best[side, n] = min(best[side, n], time.perf_counter() - t)
+    return tuple((best[side, n2] - best[side, n1]) / (n2 - n1) for side in ("single", "vmapped"))
 
 
 def main(argv=None) -> int:
@@ -84,12 +90,13 @@ def main(argv=None) -> int:
         style = rng.random((size, size, 3), np.float32)
         config = dataclasses.replace(DEFAULT_CONFIG, image_size=size)
         single_config = run_configs(normalize_settings(settings_for(1), config, 1), config, model.arch, 1)[0]
-        single = per_iteration(lambda n: run_stylize(content, style, model, dataclasses.replace(
-            single_config, iterations=n), chunk=n2), n1, n2, args.repeats)
         for k in args.ks:
-            vmapped = per_iteration(lambda n: stylize_many(content, style, settings_for(k), model=model,
-                                                           config=dataclasses.replace(config, iterations=n),
-                                                           chunk=n2), n1, n2, args.repeats)
+            single, vmapped = per_iteration_pair(
+                lambda n: run_stylize(content, style, model, dataclasses.replace(single_config, iterations=n),
+                                      chunk=n2),
+                lambda n: stylize_many(content, style, settings_for(k), model=model,
+                                       config=dataclasses.replace(config, iterations=n), chunk=n2),
+                n1, n2, args.repeats)
             rows.append({"size": size, "k": k, "single_s_per_iter": single, "vmapped_s_per_iter": vmapped,
                          "ratio": vmapped / (k * single)})
             print(f"size {size} K {k}: single {single:.3f} s/it, vmapped {vmapped:.3f} s/it, "

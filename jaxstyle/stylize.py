@@ -316,8 +316,12 @@ def _as_image(x, what: str) -> jax.Array:
     return a
 
 
-def prepare(model: VGGModel, content, styles, config: StyleConfig) -> Problem:
-    """Resize, colour-preprocess and compute targets once (the only part that sees the raw inputs)."""
+def prepare(model: VGGModel, content, styles, config: StyleConfig, target_cache=None) -> Problem:
+    """Resize, colour-preprocess and compute targets once (the only part that sees the raw inputs).
+
+    ``target_cache`` (a :class:`jaxstyle.target_cache.TargetCache`, used by the CLI) reuses the targets of an
+    earlier run on the same pixels, network, layers and precision instead of recomputing them.
+    """
     styles = [_as_image(s, "style") for s in (styles if isinstance(styles, (list, tuple)) else [styles])]
     if not styles and config.mode != "content":
         raise UsageError("at least one style image is needed")
@@ -347,11 +351,24 @@ def prepare(model: VGGModel, content, styles, config: StyleConfig) -> Problem:
         content_seen = colour.grey(cy)
     spec = loss_spec(config)
     weights = loss_weights(config, max(len(styles), 1))
-    if content_seen is not None:
-        content_t = _content_targets_jit(model, content_seen, spec.content_layers, spec.precision)
-    else:  # style mode: the content term has weight 0; zeros of the right shape keep the loss structure
-        content_t = jax.tree.map(jnp.zeros_like, extract_features(model, jnp.zeros(shape), spec.content_layers))
-    grams = _style_targets_jit(model, styles, spec.style_layers, spec.precision) if styles else {}
+    content_layers = spec.content_layers if content_seen is not None else ()
+    style_layers = spec.style_layers if styles else ()
+    key = cached = None
+    if target_cache is not None:
+        key = target_cache.key(model, content_seen, styles, content_layers, style_layers, spec.precision)
+        cached = target_cache.load(key, content_layers, style_layers, len(styles))
+    if cached is not None:
+        content_t, grams = (jax.tree.map(jnp.asarray, d) for d in cached)
+    else:
+        content_t = (_content_targets_jit(model, content_seen, spec.content_layers, spec.precision)
+                     if content_seen is not None else {})
+        grams = _style_targets_jit(model, styles, spec.style_layers, spec.precision) if styles else {}
+        if target_cache is not None:
+            target_cache.save(key, content_t, grams)
+    if content_seen is None:  # style mode: the content term has weight 0; zeros of the right shape keep the
+        # loss structure (shapes from tracing alone, no forward pass)
+        like = jax.eval_shape(lambda x: extract_features(model, x, spec.content_layers), jnp.zeros(shape))
+        content_t = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), like)
     return Problem(content_seen, content_rgb, styles, shape, Targets(content_t, grams), weights, spec)
 
 
@@ -409,7 +426,8 @@ class ResumeState(NamedTuple):
 def run_stylize(content, styles, model: VGGModel, config: StyleConfig = StyleConfig(), *,
                 chunk: int = 50, callback: Callable[[Progress], None] | None = None,
                 resume: ResumeState | None = None, init=None,
-                should_stop: Callable[[], bool] | None = None, host_loop: bool | None = None) -> StylizeResult:
+                should_stop: Callable[[], bool] | None = None, host_loop: bool | None = None,
+                target_cache=None) -> StylizeResult:
     """Optimise an image; return a :class:`StylizeResult` (also on Ctrl-C or a non-finite loss).
 
     ``chunk`` iterations run per compiled call (one host round-trip); ``callback`` sees each chunk's end.
@@ -419,10 +437,11 @@ def run_stylize(content, styles, model: VGGModel, config: StyleConfig = StyleCon
     whose state can still be checkpointed; a KeyboardInterrupt inside a chunk keeps the last completed image.
     ``host_loop`` (default: on CPU only) runs each chunk as jitted single steps dispatched from Python instead
     of one compiled while_loop: same arithmetic, and 1.7-5x faster on XLA CPU (docs/benchmarks.md).
+    ``target_cache``: see :func:`prepare`.
     """
     if model.pooling != config.pooling:
         model = model.replace(module=model.module.clone(pooling=config.pooling))
-    problem = prepare(model, content, styles, config)
+    problem = prepare(model, content, styles, config, target_cache)
     style0 = problem.styles[0] if problem.styles else None
     opt_key = (config.optimizer, config.learning_rate, config.lbfgs_memory)
     opt, run, terms_fn = _compiled(problem.spec, opt_key)

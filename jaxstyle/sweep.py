@@ -284,7 +284,8 @@ def _host_chunk(step_fn, select, put, model, xs, states, targets, weights, n: np
 def stylize_many(content, style, settings: Mapping[str, Any], *, model: VGGModel,
                  config: StyleConfig = DEFAULT_CONFIG, mesh: Mesh | None = None, chunk: int = 50,
                  callback: Callable[[SweepProgress], None] | None = None,
-                 should_stop: Callable[[], bool] | None = None, host_loop: bool | None = None) -> SweepResult:
+                 should_stop: Callable[[], bool] | None = None, host_loop: bool | None = None,
+                 target_cache=None) -> SweepResult:
     """Run K stylizations of one content with one set of style images in a single vmapped optimisation.
 
     Args:
@@ -302,6 +303,7 @@ def stylize_many(content, style, settings: Mapping[str, Any], *, model: VGGModel
       host_loop: dispatch one jitted vmapped iteration at a time from Python instead of running each chunk in
         one compiled while_loop; default on CPU only, as for single runs (same arithmetic, about 2x faster on
         XLA CPU; see :func:`_host_chunk`).
+      target_cache: reuse stored targets (see :func:`jaxstyle.stylize.prepare`).
 
     Run k equals ``run_stylize(content, style, model, configs[k])`` up to float summation order (tested to
     1e-4), where ``configs = run_configs(...)``.
@@ -309,7 +311,7 @@ def stylize_many(content, style, settings: Mapping[str, Any], *, model: VGGModel
     start = time.perf_counter()
     if model.pooling != config.pooling:
         model = model.replace(module=model.module.clone(pooling=config.pooling))
-    problem = prepare(model, content, style, config)  # targets: once, shared by every run
+    problem = prepare(model, content, style, config, target_cache)  # targets: once, shared by every run
     n_styles = max(len(problem.styles), 1)
     values = normalize_settings(settings, config, n_styles)
     configs = run_configs(values, config, model.arch, n_styles)

@@ -14,6 +14,12 @@ os.environ.setdefault(
     os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, ".pytest_cache", "jaxstyle-xla"),
 )
 
+# The CLI's target cache likewise lives beside the test run, never in the user's ~/.cache.
+os.environ.setdefault(
+    "JAXSTYLE_TARGET_CACHE",
+    os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, ".pytest_cache", "jaxstyle-targets"),
+)
+
 from jaxstyle import compilation_cache  # noqa: E402
 
 compilation_cache.enable()

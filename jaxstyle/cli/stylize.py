@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import compilation_cache, images, optim, report, vgg, weights
+from ..target_cache import TargetCache
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..errors import EXIT_INTERRUPTED, EXIT_NONFINITE, NonFiniteLossError, UsageError
 from ..stylize import INITS, MODES, NORMALIZATIONS, ORIGINAL_COLORS, ResumeState, StyleConfig, run_stylize
@@ -195,6 +196,10 @@ def register(subparsers) -> argparse.ArgumentParser:
                                                           "default: none, --demo: OUT_stem.loss.png")
     rep.add_argument("-q", "--quiet", action="store_true", help="no progress bar, progress lines or summary; "
                                                                  "warnings and errors are still shown")
+    rep.add_argument("--no-target-cache", action="store_true",
+                     help="recompute the content/style targets instead of reusing those stored by an earlier run "
+                          "on the same images and network ($JAXSTYLE_TARGET_CACHE, default "
+                          "~/.cache/jaxstyle/targets; =off disables)")
 
     ck = parser.add_argument_group("checkpoints and resuming")
     ck.add_argument("--checkpoint-every", type=_int, metavar="N", default=None,
@@ -480,7 +485,8 @@ def run(args) -> int:
         monitor.checkpoint = lambda state: save_checkpoint(p.checkpoint, state, {**base, "monitor": monitor.state()})
     with StopRequest() as stop:
         result = run_stylize(content, styles, model, config, chunk=p.chunk, callback=monitor, init=init,
-                             resume=resume, should_stop=stop)
+                             resume=resume, should_stop=stop,
+                             target_cache=None if getattr(args, "no_target_cache", False) else TargetCache.from_env())
     monitor.finish(result)
 
     last = result.history[-1] if result.history else None

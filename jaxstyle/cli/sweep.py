@@ -19,6 +19,7 @@ import sys
 import numpy as np
 
 from .. import compilation_cache, images, sweep
+from ..target_cache import TargetCache
 from ..atomic import atomic_write
 from ..errors import EXIT_INTERRUPTED, EXIT_NONFINITE, UsageError
 from ..stylize import INITS, StyleConfig
@@ -102,6 +103,8 @@ def register(subparsers) -> argparse.ArgumentParser:
         hp.add_argument(stylize_cli._flag(name), dest=name, default=None,
                         help=f"{text} (default: {stylize_cli._show(default, none or 'none')})", **kwargs)
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines or summary")
+    parser.add_argument("--no-target-cache", action="store_true",
+                        help="recompute the content/style targets instead of reusing stored ones (see stylize)")
     parser.set_defaults(run=run)
     return parser
 
@@ -233,7 +236,8 @@ def run(args) -> int:
 
     with StopRequest() as stop:
         result = sweep.stylize_many(content, styles, settings_of(p.runs), model=model, config=config,
-                                    chunk=p.chunk, callback=progress, should_stop=stop)
+                                    chunk=p.chunk, callback=progress, should_stop=stop,
+                                    target_cache=None if args.no_target_cache else TargetCache.from_env())
     # Only now, with results in hand: a command that fails on any input or setting leaves nothing behind.
     os.makedirs(p.outdir, exist_ok=True)
     for path, image in zip(p.paths, result.images):

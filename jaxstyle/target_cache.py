@@ -1,0 +1,158 @@
+"""A persistent cache of the content and style targets, so a re-run on the same images starts at once.
+
+The targets (content features and style Gram matrices) are two truncated VGG forward passes: 335 GFLOP at
+512², several seconds on a laptop CPU and most of a warm start (docs/benchmarks.md). Users re-run the same
+content and style with other weights, optimisers or iteration counts all the time; the targets of those runs
+are identical. The CLI therefore stores them, keyed by everything they depend on:
+
+- the exact network: a digest of every weight (computed once per loaded model) and the module's settings
+  (architecture, pooling, preprocessing preset);
+- the exact pixels VGG sees: the content and style arrays after resizing and colour handling;
+- the layers, the precision policy, the JAX version and the backend (another backend may round differently).
+
+A hit is bit-identical to recomputing on the same backend (tested). Files are plain ``.npz`` read with
+``allow_pickle=False``; a missing, truncated, foreign or otherwise unusable entry is a miss, never an error, and
+so is an unwritable directory. The directory is trimmed to ``max_bytes`` (least recently used first).
+
+Location: ``$JAXSTYLE_TARGET_CACHE``, else ``~/.cache/jaxstyle/targets`` (``$XDG_CACHE_HOME`` respected);
+``JAXSTYLE_TARGET_CACHE=off`` (or the CLI's ``--no-target-cache``) disables it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import zipfile
+
+import jax
+import numpy as np
+
+from .atomic import atomic_write
+
+FORMAT = 1  # bump when the layout of an entry or of the key changes
+DEFAULT_MAX_BYTES = 2 << 30
+_DIGESTS: dict = {}  # id(first weight leaf) -> (that leaf, digest): one weights digest per loaded model
+
+
+def default_dir() -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "jaxstyle", "targets")
+
+
+def _update(h, a) -> None:
+    a = np.ascontiguousarray(np.asarray(a))
+    h.update(f"{a.dtype.str}{a.shape}".encode())
+    h.update(a.tobytes())
+
+
+def weights_digest(model) -> str:
+    """blake2b of every weight of ``model`` with its path, dtype and shape (memoised per loaded model)."""
+    leaves = jax.tree_util.tree_leaves_with_path(model.params)
+    first = leaves[0][1] if leaves else None
+    hit = _DIGESTS.get(id(first))
+    if hit is not None and hit[0] is first:
+        return hit[1]
+    h = hashlib.blake2b(digest_size=20)
+    for path, leaf in leaves:
+        h.update(jax.tree_util.keystr(path).encode())
+        _update(h, leaf)
+    digest = h.hexdigest()
+    if len(_DIGESTS) >= 4:
+        _DIGESTS.clear()
+    _DIGESTS[id(first)] = (first, digest)
+    return digest
+
+
+class TargetCache:
+    """A directory of cached targets. Every method swallows I/O problems: the cache can only save time."""
+
+    def __init__(self, path: str, max_bytes: int = DEFAULT_MAX_BYTES):
+        self.path = path
+        self.max_bytes = max_bytes
+
+    @classmethod
+    def from_env(cls) -> "TargetCache | None":
+        """The CLI's cache: ``$JAXSTYLE_TARGET_CACHE`` or the default directory; None if disabled/unusable."""
+        path = os.environ.get("JAXSTYLE_TARGET_CACHE") or default_dir()
+        if path.lower() in ("off", "0", "none"):
+            return None
+        try:
+            os.makedirs(path, exist_ok=True)
+        except OSError:
+            return None
+        return cls(path)
+
+    def key(self, model, content, styles, content_layers, style_layers, precision) -> str:
+        """Everything the targets depend on, hashed. ``content`` may be None (style-only mode)."""
+        h = hashlib.blake2b(digest_size=20)
+        h.update(f"jaxstyle-targets-{FORMAT}|jax {jax.__version__}|{jax.default_backend()}|".encode())
+        h.update(f"{weights_digest(model)}|{model.module!r}|".encode())
+        h.update(f"{tuple(content_layers)}|{tuple(style_layers)}|{precision}|".encode())
+        if content is None:
+            h.update(b"no content|")
+        else:
+            _update(h, content)
+        h.update(f"{len(styles)} styles|".encode())
+        for s in styles:
+            _update(h, s)
+        return h.hexdigest()
+
+    def _file(self, key: str) -> str:
+        return os.path.join(self.path, f"{key}.npz")
+
+    def load(self, key: str, content_layers, style_layers, n_styles: int):
+        """``(content_features, grams)`` as dicts of numpy arrays, or None on a miss or an unusable entry."""
+        path = self._file(key)
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                names = set(z.files)
+                want = {f"content/{l}" for l in content_layers} | {f"grams/{l}" for l in style_layers}
+                if names != want:
+                    return None
+                content = {l: z[f"content/{l}"] for l in content_layers}
+                grams = {l: z[f"grams/{l}"] for l in style_layers}
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+            return None
+        for l, a in content.items():
+            if a.dtype != np.float32 or a.ndim != 3 or not np.all(np.isfinite(a)):
+                return None
+        for l, a in grams.items():
+            if (a.dtype != np.float32 or a.ndim != 3 or a.shape[0] != n_styles or a.shape[1] != a.shape[2]
+                    or not np.all(np.isfinite(a))):
+                return None
+        try:
+            os.utime(path)  # least-recently-used order for trimming
+        except OSError:
+            pass
+        return content, grams
+
+    def save(self, key: str, content: dict, grams: dict) -> None:
+        arrays = {f"content/{l}": np.asarray(a) for l, a in content.items()}
+        arrays.update({f"grams/{l}": np.asarray(a) for l, a in grams.items()})
+        try:
+            os.makedirs(self.path, exist_ok=True)
+            with atomic_write(self._file(key), "wb") as f:
+                np.savez(f, **arrays)
+            self._trim()
+        except OSError:
+            pass
+
+    def _trim(self) -> None:
+        entries = []
+        for name in os.listdir(self.path):
+            if name.endswith(".npz"):
+                p = os.path.join(self.path, name)
+                try:
+                    st = os.stat(p)
+                except OSError:
+                    continue
+                entries.append((st.st_mtime, st.st_size, p))
+        total = sum(size for _, size, _ in entries)
+        for _, size, p in sorted(entries):
+            if total <= self.max_bytes:
+                break
+            try:
+                os.remove(p)
+                total -= size
+            except OSError:
+                pass
