@@ -30,6 +30,7 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 from . import optim
 from .errors import UsageError
 from .model import VGGModel
+from .stylize import _compiled_step as _compiled_single_step
 from .stylize import (StyleConfig, _finish, host_loop_default, init_image, loss_terms, loss_weights, prepare,
                       total_loss)
 
@@ -338,6 +339,16 @@ def stylize_many(content, style, settings: Mapping[str, Any], *, model: VGGModel
     # device buffers, never views of host memory: the state is donated to the first chunk.
     states = jax.jit(jax.vmap(opt.init), out_shardings=batched)(xs)
     model_r, targets_r = _put((model, problem.targets), replicated)
+    one_run = None
+    if step_fn is not None and k_padded == 1:
+        # A sweep of one run on one device runs the single-run program itself (no batch axis anywhere inside):
+        # vmap over one lane still adds layout work around the L-BFGS state and the Grams (6-9 % at 128² on
+        # CPU, benchmarks/sweep_bench.py), and it makes the run bit-identical to run_stylize (tested). The
+        # state is kept without its K axis between chunks; only the driver below sees it.
+        one_run = (_compiled_single_step(problem.spec, (config.optimizer, config.learning_rate,
+                                                        config.lbfgs_memory)),
+                   jax.tree.map(lambda a: a[0], weights))
+        states = jax.tree.map(lambda a: jnp.array(a[0], copy=True), states)
 
     chunk = max(1, int(chunk))
     done = np.zeros(k_padded, np.int64)
@@ -352,7 +363,14 @@ def stylize_many(content, style, settings: Mapping[str, Any], *, model: VGGModel
         while alive.any() and done[alive].min() < config.iterations:
             n = np.where(alive, np.minimum(chunk, config.iterations - done), 0).astype(np.int32)
             max_steps = int(n.max()) if opt.name == "scipy-lbfgs" else chunk
-            if step_fn is not None:
+            if one_run is not None:
+                step1, weights1 = one_run
+                o = optim.host_chunk(lambda xi, si: step1(model_r, xi, si, targets_r, weights1), xs[0], states,
+                                     int(n[0]), max_steps)
+                out = optim.Chunk(o.x[None], o.state, o.values[None], np.asarray([o.steps]),
+                                  np.asarray([o.finite]), o.x_last[None], np.asarray([o.evaluations]),
+                                  o.x_prev[None])
+            elif step_fn is not None:
                 out = _host_chunk(step_fn, select, lambda a: _put(a, batched), model_r, xs, states, targets_r,
                                   weights, n, max_steps)
             else:

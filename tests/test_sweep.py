@@ -108,6 +108,25 @@ def test_each_vmapped_run_equals_the_single_run(swept, inputs, model):
     assert min(np.abs(result.images[i] - result.images[j]).max() for i in range(4) for j in range(i)) > 0.01
 
 
+def test_a_sweep_of_one_run_is_the_single_run(inputs, model):
+    # One run on one device is not batched at all: run_stylize's own step program, so the same pixels.
+    settings = {k: v[:1] for k, v in SETTINGS.items()}
+    result = stylize_many(inputs[0], inputs[1], settings, model=model, config=CONFIG, chunk=2)
+    config = run_configs(normalize_settings(settings, CONFIG, 2), CONFIG, model.arch, 2)[0]
+    single = run_stylize(inputs[0], inputs[1], model, config, chunk=ITERATIONS)
+    np.testing.assert_array_equal(result.images[0], single.image)
+    assert result.evaluations[0] == single.evaluations == ITERATIONS and result.status == ["done"]
+    assert result.terms["total"][0] == pytest.approx(single.history[-1]["total"], rel=1e-6)
+    # And when its loss is non-finite from the start, it stops like the single run.
+    bad = dict(settings, style_weight=[3e38], content_weight=[3e38], tv_weight=[3e38])
+    result = stylize_many(inputs[0], inputs[1], bad, model=model, config=CONFIG, chunk=2)
+    single = run_stylize(inputs[0], inputs[1], model, run_configs(normalize_settings(bad, CONFIG, 2), CONFIG,
+                                                                  model.arch, 2)[0], chunk=2)
+    assert result.status == ["nonfinite"] and single.status == "nonfinite"
+    assert result.iterations[0] == single.iterations and np.all(np.isfinite(result.images[0]))
+    np.testing.assert_array_equal(result.images[0], single.image)
+
+
 @pytest.mark.parametrize("optimizer", ["lbfgs-nols", "adam", "lbfgs"])
 def test_each_vmapped_iteration_equals_the_single_iteration(inputs, model, optimizer):
     """From the same image and optimiser state, one vmapped iteration (the host-dispatched step used on CPU and
