@@ -158,6 +158,10 @@ def _batch_spec(mesh: Mesh) -> PartitionSpec:
 def _put(tree, sharding: NamedSharding):
     """Place host arrays (identical on every process) on ``sharding``; works single- and multi-host."""
     def one(a):
+        if isinstance(a, jax.Array) and jax.process_count() == 1:
+            # Already on a device (the VGG weights, the targets): no round trip through host memory, which
+            # cost 0.3 s per sweep for VGG19's 80 MB. Jax arrays are immutable, so sharing a buffer is safe.
+            return jax.device_put(a, sharding)
         a = np.asarray(a)
         # Copies: a device buffer must not alias host memory that the caller may reuse.
         return jax.make_array_from_callback(a.shape, sharding, lambda index: np.array(a[index]))
@@ -233,7 +237,9 @@ def _compiled(spec, opt_key: tuple, mesh: Mesh):
         step_fn = jax.jit(step, donate_argnums=(3,),
                           in_shardings=(replicated, batched, batched, batched, replicated, batched, batched),
                           out_shardings=batched)
-    return opt, run, terms_fn, select, batched, replicated, step_fn
+    # One optimiser state per run, made on the devices in the images' layout (init evaluates no loss).
+    init = jax.jit(jax.vmap(opt.init), out_shardings=batched)
+    return opt, run, terms_fn, select, batched, replicated, step_fn, init
 
 
 def _host_chunk(step_fn, select, put, model, xs, states, targets, weights, n: np.ndarray,
@@ -328,7 +334,7 @@ def stylize_many(content, style, settings: Mapping[str, Any], *, model: VGGModel
 
     mesh = default_mesh() if mesh is None else _auto(mesh)
     k_padded = math.ceil(k_runs / mesh.size) * mesh.size
-    opt, run, terms_fn, select, batched, replicated, step_fn = _compiled(
+    opt, run, terms_fn, select, batched, replicated, step_fn, init = _compiled(
         problem.spec, (config.optimizer, config.learning_rate, config.lbfgs_memory), mesh)
     host_loop = host_loop_default() if host_loop is None else host_loop
     if not host_loop:
@@ -337,7 +343,7 @@ def stylize_many(content, style, settings: Mapping[str, Any], *, model: VGGModel
     xs, weights = _put((xs, weights), batched)
     # One optimiser state per run, made on the devices in the images' layout (init evaluates no loss). Fresh
     # device buffers, never views of host memory: the state is donated to the first chunk.
-    states = jax.jit(jax.vmap(opt.init), out_shardings=batched)(xs)
+    states = init(xs)
     model_r, targets_r = _put((model, problem.targets), replicated)
     one_run = None
     if step_fn is not None and k_padded == 1:

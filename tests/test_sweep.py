@@ -143,7 +143,7 @@ def test_each_vmapped_iteration_equals_the_single_iteration(inputs, model, optim
     m = model.replace(module=model.module.clone(pooling=config.pooling))
     problem = stylize_mod.prepare(m, inputs[0], inputs[1], config)
     key = (optimizer, config.learning_rate, config.lbfgs_memory)
-    opt, run, _, _, _, _, step_fn = sweep_mod._compiled(problem.spec, key, sweep_mod.default_mesh())
+    opt, run, _, _, _, _, step_fn, _ = sweep_mod._compiled(problem.spec, key, sweep_mod.default_mesh())
     single = stylize_mod._compiled_step(problem.spec, key)
     ws = [stylize_mod.loss_weights(c, 2) for c in configs]
     stacked = jax.tree.map(lambda *a: jnp.stack([jnp.asarray(v) for v in a]), *ws)
