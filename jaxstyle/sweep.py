@@ -348,9 +348,9 @@ def stylize_many(content, style, settings: Mapping[str, Any], *, model: VGGModel
     one_run = None
     if step_fn is not None and k_padded == 1:
         # A sweep of one run on one device runs the single-run program itself (no batch axis anywhere inside):
-        # vmap over one lane still adds layout work around the L-BFGS state and the Grams (6-9 % at 128² on
-        # CPU, benchmarks/sweep_bench.py), and it makes the run bit-identical to run_stylize (tested). The
-        # state is kept without its K axis between chunks; only the driver below sees it.
+        # the run is then bit-identical to run_stylize (tested), and none of the batching rules' extra work
+        # (the compiled vmapped 128² step has 5 transposes and extra selects the single step has not) is
+        # paid. The state is kept without its K axis between chunks; only the driver below sees it.
         one_run = (_compiled_single_step(problem.spec, (config.optimizer, config.learning_rate,
                                                         config.lbfgs_memory)),
                    jax.tree.map(lambda a: a[0], weights))
