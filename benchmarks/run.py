@@ -653,8 +653,51 @@ def phase_profile(args) -> dict:
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
         torch_gatys.loss_and_grad(loss, xt)
     table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=8)
+
+    # Where the time goes, per side: the forward pass alone (loss value, no gradient) and the whole
+    # evaluation, interleaved; and what this machine's cores reach on a dense float32 matmul, the practical
+    # ceiling for convolutions (both libraries lower 3x3 convolutions to GEMM-like kernels on CPU).
+    import jax.numpy as jnp
+
+    stylize = common.core()
+    fwd = jax.jit(lambda m, x, t, w: stylize.total_loss(x, m, t, w, problem.spec))
+    a = (problem.targets, problem.weights)
+    sides = {
+        "jax_forward": (lambda: fwd(model, x, *a), jax.block_until_ready),
+        "jax_evaluation": (lambda: f(model, x, *a), jax.block_until_ready),
+        "torch_forward": (lambda: _no_grad(loss, xt), lambda r: None),
+        "torch_evaluation": (lambda: torch_gatys.loss_and_grad(loss, xt), lambda r: None),
+    }
+    n = 2048
+    am, bm = jnp.ones((n, n), jnp.float32), jnp.ones((n, n), jnp.float32)
+    mm = jax.jit(lambda p, q: p @ q)
+    at, bt = torch.ones((n, n)), torch.ones((n, n))
+    sides["jax_matmul"] = (lambda: mm(am, bm), jax.block_until_ready)
+    sides["torch_matmul"] = (lambda: torch.mm(at, bt), lambda r: None)
+    times = {k: [] for k in sides}
+    for fn, sync in sides.values():
+        sync(fn()), sync(fn())
+    for _ in range(args.lever_reps + 2):
+        for k, (fn, sync) in sides.items():
+            times[k].append(_timer(fn, sync))
+    med = {k: statistics.median(v) for k, v in times.items()}
+    fwd_gflop = forward_gflop(size, "relu5_1")  # the loss pass runs the network to relu5_1 once
+    gflops = {"jax_matmul": 2 * n**3 / 1e9 / med["jax_matmul"], "torch_matmul": 2 * n**3 / 1e9 / med["torch_matmul"],
+              "jax_forward": fwd_gflop / med["jax_forward"], "torch_forward": fwd_gflop / med["torch_forward"],
+              "jax_evaluation": gflop(size) / med["jax_evaluation"],
+              "torch_evaluation": gflop(size) / med["torch_evaluation"]}
     return {"size": size, "xla_flops": float(cost.get("flops", -1)),
-            "xla_bytes_accessed": float(cost.get("bytes accessed", -1)), "torch_profile": table}
+            "xla_bytes_accessed": float(cost.get("bytes accessed", -1)), "torch_profile": table,
+            "median_s": med, "gflops": gflops, "forward_gflop": fwd_gflop, "matmul_n": n,
+            "reps": args.lever_reps + 2,
+            "loadavg": os.getloadavg()}
+
+
+def _no_grad(loss, xt):
+    import torch
+
+    with torch.no_grad():
+        return loss(xt)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -926,8 +969,25 @@ def render() -> None:
         out.append(_env_block(prof))
         out.append(f"XLA cost analysis of the compiled jaxstyle loss-and-gradient: {prof['xla_flops'] / 1e9:.1f} "
                    f"GFLOP (docs/algorithm.md: {gflop(prof['size']):.1f}), {prof['xla_bytes_accessed'] / 2**30:.2f}"
-                   " GiB accessed.\n\nPyTorch eager profile of one evaluation (self CPU time):\n\n```\n"
-                   + prof["torch_profile"] + "\n```\n")
+                   " GiB accessed.\n")
+        if "median_s" in prof:
+            med, gf = prof["median_s"], prof["gflops"]
+            out.append(f"Where the time goes (median of {prof.get('reps', '?')} interleaved repetitions, same process): the "
+                       f"forward pass alone ({prof['forward_gflop']:.1f} GFLOP to relu5_1, loss value only) and the "
+                       f"whole loss-and-gradient evaluation ({gflop(prof['size']):.1f} GFLOP), against a dense "
+                       f"{prof['matmul_n']}² float32 matmul, the practical ceiling of these cores.\n")
+            out.append("| | jaxstyle s | jaxstyle GFLOP/s | PyTorch s | PyTorch GFLOP/s |\n|---|---|---|---|---|")
+            for k, label in (("forward", "forward only"), ("evaluation", "loss + input gradient"),
+                             ("matmul", f"matmul {prof['matmul_n']}²")):
+                out.append(f"| {label} | {med['jax_' + k]:.3f} | {gf['jax_' + k]:.0f} | {med['torch_' + k]:.3f} | "
+                           f"{gf['torch_' + k]:.0f} |")
+            bwd_j = med["jax_evaluation"] - med["jax_forward"]
+            bwd_t = med["torch_evaluation"] - med["torch_forward"]
+            out.append(f"\nBackward share of an evaluation: jaxstyle {bwd_j:.3f} s "
+                       f"({100 * bwd_j / med['jax_evaluation']:.0f} %), PyTorch {bwd_t:.3f} s "
+                       f"({100 * bwd_t / med['torch_evaluation']:.0f} %).\n")
+        out.append("PyTorch eager profile of one evaluation (self CPU time):\n\n```\n" + prof["torch_profile"]
+                   + "\n```\n")
     text = "\n".join(out)
     text = text.replace("\n## ", "\n\n## ").replace("\n\n\n## ", "\n\n## ")
     with open(DOC, "w") as f:
