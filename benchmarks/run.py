@@ -54,7 +54,7 @@ def forward_gflop(size: int, last_layer: str, arch: str = "vgg19") -> float:
     from jaxstyle import vgg
 
     block_last, index_last = (int(v) for v in last_layer[len("relu"):].split("_"))
-    total, side = 0.0, size
+    total = 0.0
     for name, (kh, kw, cin, cout) in vgg.conv_shapes(arch).items():
         block, index = (int(v) for v in name[len("conv"):].split("_"))
         side = size >> (block - 1)
@@ -191,7 +191,8 @@ def phase_speed(args) -> dict:
 
 
 def worker_first_iter(size: int, cache: str, variant: str = "default") -> dict:
-    """Run in a fresh process: time to the first iteration of run_stylize's compiled chunk.
+    """Run in a fresh process: time from the imports to the first iteration of the program run_stylize runs on
+    this backend (CPU: the jitted loop-free step; elsewhere the compiled while_loop chunk).
 
     ``variant="eager-targets"``: ``prepare`` computes the targets op by op (eager ``content_targets`` /
     ``style_targets``), as jaxstyle did before it jitted them. ``variant="target-cache"``: ``prepare`` uses a

@@ -334,8 +334,8 @@ def stylize_many(content, style, settings: Mapping[str, Any], *, model: VGGModel
 
     mesh = default_mesh() if mesh is None else _auto(mesh)
     k_padded = math.ceil(k_runs / mesh.size) * mesh.size
-    opt, run, terms_fn, select, batched, replicated, step_fn, init = _compiled(
-        problem.spec, (config.optimizer, config.learning_rate, config.lbfgs_memory), mesh)
+    opt_key = (config.optimizer, config.learning_rate, config.lbfgs_memory)
+    opt, run, terms_fn, select, batched, replicated, step_fn, init = _compiled(problem.spec, opt_key, mesh)
     host_loop = host_loop_default() if host_loop is None else host_loop
     if not host_loop:
         step_fn = None
@@ -351,9 +351,7 @@ def stylize_many(content, style, settings: Mapping[str, Any], *, model: VGGModel
         # the run is then bit-identical to run_stylize (tested), and none of the batching rules' extra work
         # (the compiled vmapped 128² step has 5 transposes and extra selects the single step has not) is
         # paid. The state is kept without its K axis between chunks; only the driver below sees it.
-        one_run = (_compiled_single_step(problem.spec, (config.optimizer, config.learning_rate,
-                                                        config.lbfgs_memory)),
-                   jax.tree.map(lambda a: a[0], weights))
+        one_run = _compiled_single_step(problem.spec, opt_key), jax.tree.map(lambda a: a[0], weights)
         states = jax.tree.map(lambda a: jnp.array(a[0], copy=True), states)
 
     chunk = max(1, int(chunk))

@@ -28,15 +28,11 @@ import jax
 import numpy as np
 
 from .atomic import atomic_write
+from .compilation_cache import cache_dir
 
 FORMAT = 1  # bump when the layout of an entry or of the key changes
 DEFAULT_MAX_BYTES = 2 << 30
 _DIGESTS: dict = {}  # id(first weight leaf) -> (that leaf, digest): one weights digest per loaded model
-
-
-def default_dir() -> str:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "jaxstyle", "targets")
 
 
 def _update(h, a) -> None:
@@ -73,14 +69,8 @@ class TargetCache:
     @classmethod
     def from_env(cls) -> "TargetCache | None":
         """The CLI's cache: ``$JAXSTYLE_TARGET_CACHE`` or the default directory; None if disabled/unusable."""
-        path = os.environ.get("JAXSTYLE_TARGET_CACHE") or default_dir()
-        if path.lower() in ("off", "0", "none"):
-            return None
-        try:
-            os.makedirs(path, exist_ok=True)
-        except OSError:
-            return None
-        return cls(path)
+        path = cache_dir("JAXSTYLE_TARGET_CACHE", "targets")
+        return None if path is None else cls(path)
 
     def key(self, model, content, styles, content_layers, style_layers, precision) -> str:
         """Everything the targets depend on, hashed. ``content`` may be None (style-only mode)."""
