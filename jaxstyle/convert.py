@@ -27,7 +27,7 @@ import numpy as np
 from . import vgg, weights
 from .errors import UsageError, WeightsError
 
-FORMATS = ("keras", "torchvision", "caffe-pth", "gatys", "matconvnet", "safetensors")
+FORMATS = ("keras", "torchvision", "caffe-pth", "gatys", "matconvnet", "safetensors", "onnx")
 PRESET_NAMES = tuple(vgg.PRESETS)
 
 # Index k of each conv in torchvision's ``features`` nn.Sequential (conv, relu, ..., maxpool between blocks).
@@ -44,11 +44,19 @@ KNOWN_FILES: dict[str, str] = {
     "vgg16-00b39a1b.pth": "caffe-pth",
 }
 FORMAT_PRESET = {"keras": "caffe", "torchvision": "torchvision", "caffe-pth": "caffe", "gatys": "gatys"}
+# ONNX files whose preprocessing is known from their published name: the ONNX model zoo's VGGs (converted from
+# MXNet Gluon, documented with the ImageNet mean/std on RGB in [0, 1]).
+KNOWN_ONNX_FILES: dict[str, str] = {"vgg16-7.onnx": "torchvision", "vgg19-7.onnx": "torchvision",
+                                    "vgg16-12.onnx": "torchvision"}
+# ONNX producers that identify the framework, and so the preprocessing: Keras' VGGs were converted from Caffe.
+ONNX_PRODUCER_PRESET = {"tf2onnx": "caffe", "keras2onnx": "caffe"}
 _ARCH_BY_COUNT = {len(vgg.conv_names(a)): a for a in vgg.ARCHITECTURES}
 
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 _TORCH_LEGACY_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"  # pickled torch magic number
-_EXTRAS = {"torch": "torch", "scipy": "scipy", "safetensors": "safetensors"}
+_EXTRAS = {"torch": "torch", "scipy": "scipy", "safetensors": "safetensors", "onnx": "onnx"}
+# ModelProto's first field is ir_version (field 1, varint: byte 0x08); what follows it is one of these tags.
+_ONNX_SECOND_TAGS = frozenset(b"\x12\x1a\x22\x28\x32\x3a\x42\x72")
 
 
 class Source(NamedTuple):
@@ -93,8 +101,8 @@ def _check_readable(path) -> str:
 def detect_format(path) -> str:
     """The container the file really is, from its bytes (never only from its extension).
 
-    Returns ``"keras"``, ``"matconvnet"``, ``"safetensors"`` or ``"torch"`` (a torch zip or legacy file whose
-    keys decide between torchvision/caffe-pth and gatys).
+    Returns ``"keras"``, ``"matconvnet"``, ``"safetensors"``, ``"onnx"`` or ``"torch"`` (a torch zip or legacy
+    file whose keys decide between torchvision/caffe-pth and gatys).
     """
     path = _check_readable(path)
     try:
@@ -128,13 +136,20 @@ def detect_format(path) -> str:
         n = int.from_bytes(head[:8], "little")
         if 0 < n <= size - 8:
             return "safetensors"
+    if _looks_like_onnx(head):
+        return "onnx"
     if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
         raise WeightsError(path, "is a plain pickle file, which is never loaded",
                            "save a state_dict with torch.save or use safetensors")
     if not head:
         raise WeightsError(path, "is empty", "download the file again")
-    raise WeightsError(path, "unknown weights format (not HDF5, PyTorch, safetensors or MATLAB v5)",
+    raise WeightsError(path, "unknown weights format (not HDF5, PyTorch, safetensors, ONNX or MATLAB v5)",
                        f"pass one of the supported sources; --format is one of {', '.join(FORMATS)}")
+
+
+def _looks_like_onnx(head: bytes) -> bool:
+    """An ONNX ``ModelProto``: field 1 (ir_version, a small varint) first, then another ModelProto field."""
+    return len(head) >= 3 and head[0] == 0x08 and 0 < head[1] < 0x80 and head[2] in _ONNX_SECOND_TAGS
 
 
 # --------------------------------------------------------------------------------------------- assembling
@@ -398,6 +413,92 @@ def _read_matconvnet(path) -> tuple[str, dict, vgg.Preprocess]:
     return arch, convs, vgg.matconvnet_preset(mean)
 
 
+def _onnx_model(path):
+    onnx = _require("onnx", path)
+    try:
+        return onnx, onnx.load(path)  # parses the protobuf (and external data beside it); never runs the graph
+    except Exception as e:  # DecodeError for damaged bytes, OSError for missing external data
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        raise WeightsError(path, f"unreadable or truncated ONNX file ({type(e).__name__}: {first})",
+                           "download or export the file again") from None
+
+
+def _onnx_constants(onnx, graph) -> dict:
+    """Every named constant tensor: initializers, Constant nodes' values, and Identity nodes of those."""
+    constants = {t.name: t for t in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant":
+            for attr in node.attribute:
+                if attr.name == "value" and attr.type == onnx.AttributeProto.TENSOR:
+                    constants[node.output[0]] = attr.t
+        elif node.op_type == "Identity" and node.input and node.input[0] in constants:
+            constants[node.output[0]] = constants[node.input[0]]
+    return constants
+
+
+def _onnx_conv_ok(onnx, node) -> bool:
+    """A VGG conv: 3x3, stride 1, "same" padding (explicit 1s or SAME_*), no dilation or groups."""
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    pads = list(attrs.get("pads", [0, 0, 0, 0]))
+    auto = attrs.get("auto_pad", b"NOTSET")
+    auto = auto.decode() if isinstance(auto, bytes) else str(auto)
+    same = pads == [1, 1, 1, 1] or (auto in ("SAME_UPPER", "SAME_LOWER") and not any(pads))
+    return (list(attrs.get("kernel_shape", [3, 3])) == [3, 3] and list(attrs.get("strides", [1, 1])) == [1, 1]
+            and list(attrs.get("dilations", [1, 1])) == [1, 1] and attrs.get("group", 1) == 1 and same)
+
+
+def _read_onnx(path) -> tuple[str, dict, str]:
+    """ONNX graph: the Conv nodes in graph order, OIHW kernels from initializers or Constant nodes.
+
+    The graph is parsed, never executed. NCHW graphs (``torch.onnx.export``, the model zoo) and NHWC graphs
+    (tf2onnx, whose Transpose moves the activations, not the kernels) store kernels alike. Convolutions that
+    are not 3x3 after the last VGG conv (a head written as convolutions) are the head and are dropped.
+    Returns ``(arch, convs, producer)``.
+    """
+    onnx, model = _onnx_model(path)
+    from onnx import numpy_helper
+
+    graph = model.graph
+    constants = _onnx_constants(onnx, graph)
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    vgg_convs = list(convs)
+    while vgg_convs and not _onnx_conv_ok(onnx, vgg_convs[-1]) and len(vgg_convs) > 13:
+        vgg_convs.pop()  # fully convolutional head (fc6 as a 7x7 conv ...)
+    # Batch norm among the VGG convs (graph order is topological) changes the features: a batch-norm VGG. In the
+    # dense head (fine-tuned VGGs often have one) it does not.
+    last = vgg_convs[-1].output[0] if vgg_convs else None
+    end = next((i for i, n in enumerate(graph.node) if n.op_type == "Conv" and n.output[0] == last), -1)
+    if any(n.op_type == "BatchNormalization" and (i < end or last in n.input) for i, n in enumerate(graph.node)):
+        raise WeightsError(path, "the graph has BatchNormalization nodes (a batch-norm VGG)",
+                           "export a plain VGG16/VGG19 without batch norm")
+    if not convs:
+        raise WeightsError(path, "the ONNX graph has no Conv nodes", "pass a VGG16 or VGG19 ONNX model")
+    arch = _arch_for(path, len(vgg_convs), "Conv nodes")
+    out = {}
+    for name, node in zip(vgg.conv_names(arch), vgg_convs):
+        label = node.name or node.output[0]
+        if not _onnx_conv_ok(onnx, node):
+            raise WeightsError(path, f"Conv node {label!r} ({name}) is not a 3x3 stride-1 'same' convolution",
+                               "pass a VGG16 or VGG19 ONNX model")
+        if len(node.input) < 3 or not node.input[2]:
+            raise WeightsError(path, f"Conv node {label!r} ({name}) has no bias", "pass an unmodified VGG model")
+        missing = [i for i in node.input[1:3] if i not in constants]
+        if missing:
+            raise WeightsError(path, f"Conv node {label!r} ({name}): weight {missing[0]!r} is computed, not stored "
+                                     "as an initializer or Constant", "export the model with its weights as constants")
+        try:
+            w, b = (numpy_helper.to_array(constants[i]) for i in node.input[1:3])
+        except Exception as e:  # a tensor whose raw bytes do not match its declared shape
+            raise WeightsError(path, f"tensor of Conv node {label!r} ({name}) is damaged ({type(e).__name__})",
+                               "download or export the file again") from None
+        if w.ndim != 4:
+            raise WeightsError(path, f"weight {node.input[1]!r} ({name}) has shape {w.shape}, expected OIHW",
+                               "pass an unmodified VGG model")
+        out[name] = _checked(path, arch, name, node.input[1], w.transpose(2, 3, 1, 0), node.input[2], b,
+                             layout="OIHW", source_shape=w.shape)  # OIHW -> HWIO
+    return arch, out, model.producer_name
+
+
 # ---------------------------------------------------------------------------------------------- front door
 
 
@@ -414,8 +515,8 @@ def read_source(path, format: str = "auto", preset: str | None = None) -> Source
         raise UsageError(f"unknown preset {preset!r}; expected one of {', '.join(vgg.PRESETS)}")
     container = detect_format(path)
     # torchvision, caffe-pth and gatys name the key layout (and preset); it may sit in a safetensors file.
-    allowed = {"keras": ("keras",), "matconvnet": ("matconvnet",), "safetensors": ("safetensors",)}.get(
-        format, ("torch", "safetensors"))
+    allowed = {"keras": ("keras",), "matconvnet": ("matconvnet",), "safetensors": ("safetensors",),
+               "onnx": ("onnx",)}.get(format, ("torch", "safetensors"))
     if format != "auto" and container not in allowed:
         raise WeightsError(path, f"--format {format} given but the file's contents are {container}",
                            "use --format auto or the right --format")
@@ -426,6 +527,14 @@ def read_source(path, format: str = "auto", preset: str | None = None) -> Source
     if container == "matconvnet":
         arch, convs, stored = _read_matconvnet(path)
         return Source(arch, convs, vgg.PRESETS[preset] if preset else stored, "matconvnet")
+    if container == "onnx":
+        arch, convs, producer = _read_onnx(path)
+        known = KNOWN_ONNX_FILES.get(os.path.basename(path)) or ONNX_PRODUCER_PRESET.get(producer)
+        if preset is None and known is None:
+            raise WeightsError(path, f"the preprocessing of this ONNX file (producer {producer or 'unknown'!r}) "
+                                     "cannot be known from its contents",
+                               "pass --preset torchvision or --preset caffe (see the exporter's documentation)")
+        return Source(arch, convs, vgg.PRESETS[preset or known], "onnx")
 
     arrays = _load_safetensors(path) if container == "safetensors" else _load_torch(path)
     kind = _keys_kind(path, arrays)
@@ -456,12 +565,12 @@ def default_output(arch: str) -> str:
 
 
 def convert(src, dst=None, *, format: str = "auto", preset: str | None = None, overwrite: bool = False,
-            source_name: str | None = None) -> dict:
+            source_name: str | None = None, provenance: dict | None = None) -> dict:
     """Convert ``src`` and write the result atomically to ``dst`` (default ``weights/<arch>.npz``).
 
     Refuses to overwrite ``dst`` unless ``overwrite`` and never writes over ``src``. ``source_name`` is the
-    name recorded for the source (defaults to ``src``'s file name; download passes the published name).
-    Returns a summary: ``arch, preset, layers, source, source_sha256, source_format, output``.
+    name recorded for the source (defaults to ``src``'s file name; download passes the published name);
+    ``provenance`` is stored in the file's metadata (see :mod:`jaxstyle.weights`). Returns a summary: ``arch, preset, layers, source, source_sha256, source_format, output``.
     """
     src = _check_readable(src)
 
@@ -484,7 +593,7 @@ def convert(src, dst=None, *, format: str = "auto", preset: str | None = None, o
         os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
         weights.save_converted(dst, source.arch, source.convs, source.preprocess,
                                source=source_name or os.path.basename(src), source_sha256=sha,
-                               source_format=source.source_format)
+                               source_format=source.source_format, provenance=provenance)
     except OSError as e:
         raise WeightsError(dst, f"cannot write the converted file ({e.strerror or e})",
                            "choose another -o path") from None

@@ -7,7 +7,9 @@ Layout (big_vision style, flat "/"-keyed arrays, read with ``np.load(allow_pickl
   preprocessing preset flips the image's channels).
 - ``meta/format_version`` (int), ``meta/arch`` (``vgg19``/``vgg16``), ``meta/preset`` (preset name),
   ``meta/bgr`` (bool), ``meta/scale``, ``meta/mean`` (3,), ``meta/std`` (3,), ``meta/source`` (the source file's
-  name), ``meta/source_sha256``, ``meta/source_format`` (keras, torchvision, ...).
+  name), ``meta/source_sha256``, ``meta/source_format`` (keras, torchvision, onnx, ...).
+- optional ``meta/provenance``: a JSON object saying where the weights come from when that is more than a file
+  name (package, version, sha256 of what was downloaded, what the network was trained for, licence).
 
 Every way a file can be wrong (missing, truncated, a pickle, missing or extra keys, wrong shape or dtype,
 non-finite values, another architecture than asked for) raises :class:`WeightsError` naming the file and key.
@@ -15,6 +17,7 @@ non-finite values, another architecture than asked for) raises :class:`WeightsEr
 
 from __future__ import annotations
 
+import json
 import lzma
 import os
 import struct
@@ -39,6 +42,7 @@ META_KEYS = (
     "meta/format_version", "meta/arch", "meta/preset", "meta/bgr", "meta/scale", "meta/mean", "meta/std",
     "meta/source", "meta/source_sha256", "meta/source_format",
 )
+OPTIONAL_META_KEYS = ("meta/provenance",)
 RANDOM = "random"
 RANDOM_SEED = 0
 
@@ -48,8 +52,9 @@ class RandomWeightsWarning(UserWarning):
 
 
 def save_converted(path, arch: str, convs: dict, preprocess: vgg.Preprocess, *, source: str,
-                   source_sha256: str, source_format: str) -> None:
-    """Write converted weights atomically. ``convs`` maps ``conv{b}_{i}`` to ``(kernel_hwio, bias)``."""
+                   source_sha256: str, source_format: str, provenance: dict | None = None) -> None:
+    """Write converted weights atomically. ``convs`` maps ``conv{b}_{i}`` to ``(kernel_hwio, bias)``;
+    ``provenance`` (JSON-serialisable) is stored as ``meta/provenance``."""
     expected = vgg.conv_shapes(arch)
     if set(convs) != set(expected):
         missing, extra = sorted(set(expected) - set(convs)), sorted(set(convs) - set(expected))
@@ -72,6 +77,8 @@ def save_converted(path, arch: str, convs: dict, preprocess: vgg.Preprocess, *, 
         "meta/source_sha256": np.str_(source_sha256),
         "meta/source_format": np.str_(source_format),
     })
+    if provenance:
+        arrays["meta/provenance"] = np.str_(json.dumps(provenance, sort_keys=True))
     with atomic_write(path, "wb") as f:
         np.savez(f, **arrays)
 
@@ -134,6 +141,15 @@ def load_converted(path, arch: str | None = None) -> tuple[str, dict, vgg.Prepro
                                f"pass a {arch} file or ask for {file_arch}")
         shapes = vgg.conv_shapes(file_arch)
         expected = {f"{n}/{p}" for n in shapes for p in ("kernel", "bias")} | set(META_KEYS)
+        provenance = {}
+        if "meta/provenance" in keys:
+            try:
+                provenance = json.loads(str(read("meta/provenance")))
+            except ValueError as e:
+                raise WeightsError(path, f"key 'meta/provenance' is not valid JSON ({e})", fix) from None
+            if not isinstance(provenance, dict):
+                raise WeightsError(path, "key 'meta/provenance' is not a JSON object", fix)
+            expected.add("meta/provenance")
         if keys - expected:
             raise WeightsError(path, f"unexpected key {sorted(keys - expected)[0]!r} for {file_arch}", fix)
         if expected - keys:
@@ -161,6 +177,7 @@ def load_converted(path, arch: str | None = None) -> tuple[str, dict, vgg.Prepro
         if not all(np.isfinite(preprocess.mean + preprocess.std + (preprocess.scale,))) or min(std) <= 0:
             raise WeightsError(path, "invalid preprocessing metadata (non-finite mean/scale or std <= 0)", fix)
     info = {k: (v.item() if np.ndim(v) == 0 else v.tolist()) for k, v in meta.items()}
+    info["provenance"] = provenance
     return file_arch, {"params": params}, preprocess, info
 
 
