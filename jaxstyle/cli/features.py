@@ -22,7 +22,10 @@ def register(subparsers) -> argparse.ArgumentParser:
         "features", help=HELP, description="Load VGG weights (or the random VGG), run IMAGE through them and print "
         "the shape (height, width, channels) and mean activation of each requested layer.")
     parser.error = functools.partial(_one_line_error, parser)
-    parser.add_argument("--image", metavar="IMAGE", required=True, help="input image")
+    parser.add_argument("--image", metavar="IMAGE", help="input image (required unless --info)")
+    parser.add_argument("--info", action="store_true",
+                        help="print what the weights file is (architecture, preprocessing, source, checksum and "
+                             "provenance) and, without --image, nothing else")
     parser.add_argument("--weights", metavar="NPZ", help=f"converted VGG weights, or 'random' (default: "
                         f"{DEFAULT_WEIGHTS} if it exists, else random, with a warning)")
     parser.add_argument("--layers", type=_names, metavar="L,...", help="comma-separated layers (default: all "
@@ -41,6 +44,12 @@ def run(args) -> int:
     from ..model import extract_features, load_vgg
     from ..stylize import resize
 
+    if args.info:
+        print_info(_weights_path(args.weights))
+        if args.image is None:
+            return 0
+    if args.image is None:
+        raise UsageError("--image is required (or --info to describe the weights only)")
     size = None if args.image_size == ORIGINAL else args.image_size
     if size is not None and size < vgg.MIN_SIZE:
         raise UsageError(f"--image-size must be >= {vgg.MIN_SIZE}, not {size}")
@@ -66,3 +75,21 @@ def run(args) -> int:
         f = np.asarray(feats[layer])
         print(f"{layer:<{width}}  {str(tuple(f.shape)):<16}  mean {f.mean():.4g}")
     return 0
+
+
+def print_info(path: str) -> None:
+    """The weights file's metadata, one ``key: value`` per line (the random VGG says what it is)."""
+    from .. import weights as weights_lib
+
+    if path == weights_lib.RANDOM:
+        print("weights: random (deterministic He-initialised VGG19: textures, not meaningful art)")
+        return
+    arch, _, preprocess, info = weights_lib.load_converted(path)
+    print(f"weights: {path}")
+    print(f"architecture: {arch}")
+    print(f"preprocessing: {preprocess.name} ({'BGR' if preprocess.bgr else 'RGB'}, x{preprocess.scale:g}, "
+          f"mean {', '.join(f'{m:g}' for m in preprocess.mean)}, std {', '.join(f'{s:g}' for s in preprocess.std)})")
+    print(f"source: {info['source']} ({info['source_format']})")
+    print(f"source sha256: {info['source_sha256']}")
+    for key, value in sorted((info.get("provenance") or {}).items()):
+        print(f"provenance {key}: {value}")

