@@ -223,7 +223,7 @@ def worker_first_iter(size: int, cache: str, variant: str = "default") -> dict:
         model = jaxstyle.load_vgg(path)
     jax.block_until_ready(model.params)
     t_load = time.perf_counter() - t
-    config = stylize.StyleConfig(image_size=size)
+    config = stylize.StyleConfig(image_size=size, tv_weight=0.0)
     content, style = common.images(size)
     targets = None
     if variant == "target-cache":  # what the CLI does: reuse the targets an earlier run on these images stored
@@ -503,7 +503,7 @@ def phase_levers(args) -> dict:
     call = lambda f: (lambda: f(model, x, *a))
     add("default", "jaxstyle default (jit, truncated, input grads only, NHWC, f32, Gram HIGHEST)", call(base_fn))
     # Truncation: ask for relu5_4 too (weight 0): the network then runs to the end of block 5.
-    full = stylize.StyleConfig(image_size=size, style_layers=config.style_layers + ("relu5_4",),
+    full = stylize.StyleConfig(image_size=size, tv_weight=0.0, style_layers=config.style_layers + ("relu5_4",),
                                style_layer_weights=(0.2,) * 5 + (0.0,))
     m2, p2, _ = common.jax_problem(size, path, full)
     f_full = common.jax_loss_and_grad(p2.spec)

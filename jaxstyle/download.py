@@ -324,7 +324,10 @@ def demo_weights(directory: str = "weights", *, timeout: float = DEMO_TIMEOUT_S)
         if not os.path.isfile(path):
             try:
                 fetch()
-            except (WeightsError, UsageError) as e:
+            except WeightsError as e:
+                notes.append(f"{what} not available: {e.problem}")
+                continue
+            except UsageError as e:
                 notes.append(f"{what} not available: {e}")
                 continue
         try:

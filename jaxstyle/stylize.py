@@ -45,7 +45,10 @@ class StyleConfig:
     # beta: with "relative" normalisation, 10 leaves a content relative error of ~0.3 and a style relative error
     # of ~0.01 after 100 L-BFGS iterations (measured at 64 px; see docs/algorithm.md).
     style_weight: float = 10.0
-    tv_weight: float = 0.0  # gamma; the paper has no TV term
+    # gamma. Departure: the paper has no TV term. With real weights, from noise, gamma = 1 brings the result's own
+    # total variation down to the painting's (192 px, 150 iterations: 0.234 -> 0.026; starry_night 0.026) at no
+    # visible cost (content and style relative errors within 2 %); 100 smooths brushwork away (docs/algorithm.md).
+    tv_weight: float = 1.0
     content_layers: tuple[str, ...] = ("relu4_2",)  # Gatys et al.: "conv4_2" (post-ReLU in Caffe)
     style_layers: tuple[str, ...] = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
     style_layer_weights: tuple[float, ...] | None = None  # w_l; None = 1/L each (paper: 1/5)
