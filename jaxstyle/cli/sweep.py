@@ -19,6 +19,7 @@ import sys
 import numpy as np
 
 from .. import compilation_cache, images, sweep
+from .. import weights as weights_lib
 from ..target_cache import TargetCache
 from ..atomic import atomic_write
 from ..errors import EXIT_INTERRUPTED, EXIT_NONFINITE, UsageError
@@ -243,7 +244,8 @@ def run(args) -> int:
     for path, image in zip(p.paths, result.images):
         images.save_image(path, image)
     labels = [run_label(r) for r in p.runs]
-    images.save_contact_sheet(p.sheet, list(result.images), labels)
+    images.save_contact_sheet(p.sheet, list(result.images), labels,
+                              title=f"weights: {weights_lib.describe(p.weights, short=True)}")
     report = {
         "content": p.content, "styles": p.styles, "weights": model.source,
         "config": {k: v for k, v in dataclasses.asdict(config).items() if k not in SWEPT},
