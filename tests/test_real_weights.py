@@ -117,11 +117,12 @@ def test_deep_features_are_sparse_like_a_trained_network(real, random16):
 
 
 def test_content_reconstruction_follows_the_photo(real, random16):
-    """An image optimised from noise to match relu4_2 alone: the real network's keeps the photo's structure
-    (coarse luminance correlation measured 0.79 at 64 px / 300 iterations), the random network's does not
-    (0.20)."""
+    """An image optimised from noise to match relu4_2 alone (no TV term): the real network's keeps the photo's
+    structure (coarse luminance correlation measured 0.72 at 64 px / 200 iterations), the random network's does
+    not (0.18). With the default TV weight the random one reaches 0.46: smoothing alone lends
+    a blur some of the photo's layout, so the TV term is off here."""
     photo = _image("chelsea.jpg", 64)
-    config = StyleConfig(mode="content", image_size=None, iterations=200, content_layers=("relu4_2",))
+    config = StyleConfig(mode="content", image_size=None, iterations=200, content_layers=("relu4_2",), tv_weight=0.0)
     corr = {name: coarse_correlation(run_stylize(photo, [], m, config, chunk=200).image, photo)
             for name, m in (("real", real), ("random", random16))}
     assert corr["real"] > 0.6 and corr["random"] < 0.4, corr
