@@ -1,6 +1,6 @@
 """Shared set-up for the benchmarks and their smoke test: one weights file, one pair of images, both sides.
 
-The random VGG19 (``jaxstyle.weights.random_params``) is written once to a jaxstyle ``.npz``; jaxstyle loads it
+The random VGG19 (``jaxstyle.nets.weights.random_params``) is written once to a jaxstyle ``.npz``; jaxstyle loads it
 with ``load_vgg(path)`` and the PyTorch side (``benchmarks/torch_gatys.py``) reads the same file itself.
 """
 
@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-
-import importlib
+import types
 
 import numpy as np
 
@@ -17,13 +16,19 @@ RANDOM_WEIGHTS_NAME = "vgg19_random_seed0.npz"
 
 
 def core():
-    """The ``jaxstyle.stylize`` module (``jaxstyle.stylize`` the attribute is the ``stylize`` function)."""
-    return importlib.import_module("jaxstyle.stylize")
+    """The parts of jaxstyle the benchmarks drive directly: the objective, the Gatys problem preparation and the
+    driver's compiled programs (``problem`` and ``run`` are the modules, for the variants that patch them)."""
+    from jaxstyle import gatys, objective
+    from jaxstyle.gatys import problem, run
+
+    return types.SimpleNamespace(StyleConfig=gatys.StyleConfig, prepare=gatys.prepare, init_image=gatys.init_image,
+                                 total_loss=objective.total_loss, content_targets=objective.content_targets,
+                                 style_targets=objective.style_targets, problem=problem, run=run)
 
 
 def weights_file(directory: str | None = None) -> str:
     """Path of the shared random-VGG19 ``.npz`` (written on first use)."""
-    from jaxstyle import vgg, weights
+    from jaxstyle.nets import vgg, weights
 
     directory = directory or os.path.join(tempfile.gettempdir(), "jaxstyle-bench")
     os.makedirs(directory, exist_ok=True)

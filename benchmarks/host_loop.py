@@ -15,7 +15,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jaxstyle  # noqa: E402
-from jaxstyle.stylize import StyleConfig, run_stylize  # noqa: E402
+from jaxstyle.gatys import StyleConfig, run_stylize  # noqa: E402
 
 
 def main():

@@ -30,10 +30,11 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jaxstyle  # noqa: E402
-from jaxstyle import vgg  # noqa: E402
-from jaxstyle.images import load_image, save_contact_sheet, save_image  # noqa: E402
-from jaxstyle.losses import gram_matrix  # noqa: E402
-from jaxstyle.stylize import StyleConfig, resize, run_stylize  # noqa: E402
+from jaxstyle.gatys import StyleConfig, run_stylize  # noqa: E402
+from jaxstyle.gatys.problem import resize  # noqa: E402
+from jaxstyle.io.images import load_image, save_contact_sheet, save_image  # noqa: E402
+from jaxstyle.nets import vgg  # noqa: E402
+from jaxstyle.objective.losses import gram_matrix  # noqa: E402
 
 EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "images")
 PAINTINGS = ("starry_night.jpg", "the_scream.jpg", "woman-with-hat-matisse.jpg", "shipwreck.jpg")

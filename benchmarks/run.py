@@ -51,7 +51,7 @@ def gflop(size: int) -> float:
 def forward_gflop(size: int, last_layer: str, arch: str = "vgg19") -> float:
     """GFLOP of one VGG forward pass of a size x size image, truncated after ``last_layer`` (multiply-adds
     counted as 2 FLOP, convolutions only): what computing a target costs."""
-    from jaxstyle import vgg
+    from jaxstyle.nets import vgg
 
     block_last, index_last = (int(v) for v in last_layer[len("relu"):].split("_"))
     total = 0.0
@@ -202,7 +202,7 @@ def worker_first_iter(size: int, cache: str, variant: str = "default") -> dict:
     import jax
     import jax.numpy as jnp
 
-    from jaxstyle import compilation_cache
+    from jaxstyle.io import compilation_cache
 
     compilation_cache.enable(os.path.join(cache, "xla"))
     from benchmarks import common
@@ -210,8 +210,8 @@ def worker_first_iter(size: int, cache: str, variant: str = "default") -> dict:
     stylize = common.core()
     t_import = time.perf_counter() - t_import0
     if variant == "eager-targets":
-        stylize._content_targets_jit = stylize.content_targets
-        stylize._style_targets_jit = stylize.style_targets
+        stylize.problem._content_targets_jit = stylize.content_targets
+        stylize.problem._style_targets_jit = stylize.style_targets
     path = common.weights_file()
     import warnings
 
@@ -227,7 +227,7 @@ def worker_first_iter(size: int, cache: str, variant: str = "default") -> dict:
     content, style = common.images(size)
     targets = None
     if variant == "target-cache":  # what the CLI does: reuse the targets an earlier run on these images stored
-        from jaxstyle.target_cache import TargetCache
+        from jaxstyle.io.target_cache import TargetCache
 
         targets = TargetCache(os.path.join(cache, "targets"))
     t = time.perf_counter()
@@ -238,16 +238,16 @@ def worker_first_iter(size: int, cache: str, variant: str = "default") -> dict:
     jax.block_until_ready(stylize.prepare(model, content, [style], config).targets)
     t_prepare_again = time.perf_counter() - t
     key = (config.optimizer, config.learning_rate, config.lbfgs_memory)
-    opt, run, _ = stylize._compiled(problem.spec, key)
+    opt, run, _ = stylize.run._compiled(problem.spec, key)
     x = stylize.init_image("noise", problem.shape, seed=0)
     state = jax.tree.map(lambda a: jnp.array(a, copy=True), opt.init(x))
     # What run_stylize executes on this backend: one jitted loop-free step per iteration on CPU (the host
     # loop), the compiled while_loop chunk elsewhere.
-    host = stylize.host_loop_default() and opt.step is not None
+    host = stylize.run.host_loop_default() and opt.step is not None
     args = (model, x, state, problem.targets, problem.weights)
     t = time.perf_counter()
     if host:
-        lowered = stylize._compiled_step(problem.spec, key).lower(*args)
+        lowered = stylize.run._compiled_step(problem.spec, key).lower(*args)
     else:
         lowered = run.lower(*args, jnp.int32(1), max_steps=50)
     t_trace = time.perf_counter() - t
@@ -389,12 +389,12 @@ def _jax_trace(name, size, max_evals, path, lr):
     stylize = common.core()
     model, problem, config = common.jax_problem(size, path)
     key = (name, lr, config.lbfgs_memory)
-    opt, run, terms = stylize._compiled(problem.spec, key)
+    opt, run, terms = stylize.run._compiled(problem.spec, key)
     x = jnp.asarray(common.init_noise(size))
     state = jax.tree.map(lambda a: jnp.array(a, copy=True), opt.init(x))
     a = (problem.targets, problem.weights)
     # The program run_stylize uses on this backend (CPU: the loop-free step; same arithmetic either way).
-    step = stylize._compiled_step(problem.spec, key) if stylize.host_loop_default() and opt.step else None
+    step = stylize.run._compiled_step(problem.spec, key) if stylize.run.host_loop_default() and opt.step else None
     # One iteration per call, so the evaluations each iteration used are known exactly; the loss at x_k is the
     # value the next call reports (its loss at the start of its step).
     trace, evals, t0 = [], 0, time.perf_counter()
@@ -520,7 +520,7 @@ def phase_levers(args) -> dict:
     add("gram precision", "Gram at DEFAULT precision", call(gd), grad_of=lambda: gd(model, x, *a)[1])
     for p in ("tf32", "bfloat16"):
         fp = variants.loss_and_grad(problem.spec, precision=p)
-        add("precision", f"jaxstyle.precision {p}", call(fp), grad_of=lambda fp=fp: fp(model, x, *a)[1])
+        add("precision", f"jaxstyle.nets.precision {p}", call(fp), grad_of=lambda fp=fp: fp(model, x, *a)[1])
     # Weight change: a second set of weights of the same shapes must not recompile.
     other = model.replace(params=jax.tree.map(lambda p: p * 1.01, model.params))
     n_before = base_fn._cache_size()
@@ -531,7 +531,7 @@ def phase_levers(args) -> dict:
                  f"{base_fn._cache_size()} (no recompilation)"})
     # Iterations per dispatch and donation: Adam (one evaluation per iteration), 6 iterations.
     n_it = 6
-    opt, run, _ = stylize._compiled(problem.spec, ("adam", 0.02, 100))
+    opt, run, _ = stylize.run._compiled(problem.spec, ("adam", 0.02, 100))
     fresh = lambda: (jnp.array(x, copy=True), jax.tree.map(lambda v: jnp.array(v, copy=True), opt.init(x)))
 
     def chunked(n_per_call, fn, **kw):
@@ -610,7 +610,7 @@ def phase_loop(args) -> dict:
             x, s, _ = step(model, x, s, *a)
         return x
 
-    opt, run, _ = stylize._compiled(problem.spec, ("adam", 0.02, 100))
+    opt, run, _ = stylize.run._compiled(problem.spec, ("adam", 0.02, 100))
 
     def chunked(n):
         x = jnp.array(x0, copy=True)
@@ -814,7 +814,7 @@ def render() -> None:
                    "`run_stylize` runs on this backend with the default optimiser (here: "
                    f"{', '.join(programs)}; on CPU one jitted loop-free step per iteration, elsewhere a "
                    "50-step while_loop chunk) AOT and runs one iteration; twice with the same, "
-                   "initially empty, persistent cache directory (`jaxstyle.compilation_cache.enable`). "
+                   "initially empty, persistent cache directory (`jaxstyle.io.compilation_cache.enable`). "
                    "\"to first iteration\" = imports + loading the weights + prepare + trace + compile/load "
                    "(the iteration's own compute is "
                    "listed apart: it is the evaluation time above, not start-up).\n")
@@ -924,7 +924,7 @@ def render() -> None:
             out.append(f"| {name} | {b[-1][1]:.4g} | {b[-1][0]} | {reach if reach else 'not reached'} | "
                        f"{r['seconds']:.0f} |")
         # The target is about jaxstyle's default optimiser, whichever StyleConfig names.
-        from jaxstyle.stylize import StyleConfig
+        from jaxstyle.gatys import StyleConfig
 
         default_run = f"jax-{StyleConfig().optimizer}"
         if ref is not None and default_run in best:

@@ -7,7 +7,7 @@ line search?
    which cancels compilation, target computation and transfers; the best of ``--repeats`` is kept. The single
    run is timed again for every K, interleaved with the sweep (see ``per_iteration_pair``).
 2. Loss-and-gradient evaluations executed per image per iteration, single vs vmapped, for each optimiser
-   (:func:`jaxstyle.sweep.count_evaluations`: a debug callback inside the loss counts every execution, a lane
+   (:func:`jaxstyle.gatys.sweep.count_evaluations`: a debug callback inside the loss counts every execution, a lane
    of a batched ``lax.cond`` included).
 
 Writes JSON (default benchmarks/results/sweep_cpu.json) and prints markdown tables. Random VGG weights (the
@@ -36,8 +36,8 @@ import jax  # noqa: E402
 
 from jaxstyle import load_vgg  # noqa: E402
 from jaxstyle.atomic import atomic_write  # noqa: E402
-from jaxstyle.stylize import run_stylize  # noqa: E402
-from jaxstyle.sweep import DEFAULT_CONFIG, count_evaluations, normalize_settings, run_configs, stylize_many  # noqa: E402
+from jaxstyle.gatys import run_stylize  # noqa: E402
+from jaxstyle.gatys.sweep import DEFAULT_CONFIG, count_evaluations, normalize_settings, run_configs, stylize_many  # noqa: E402
 
 
 def _ints(text):

@@ -14,10 +14,11 @@ import importlib
 import jax
 import jax.numpy as jnp
 
-from jaxstyle import losses, vgg
+from jaxstyle.nets import vgg
+from jaxstyle.objective import losses
 
-stylize = importlib.import_module("jaxstyle.stylize")
-model_mod = importlib.import_module("jaxstyle.model")
+# The module whose ``extract_features`` the loss looks up (patched by the variants below while tracing).
+perceptual = importlib.import_module("jaxstyle.objective.perceptual")
 
 
 @contextlib.contextmanager
@@ -43,20 +44,20 @@ def loss_and_grad(spec, *, weight_grads=False, gram_precision=None, precision=No
 
     weight_grads: also differentiate w.r.t. the VGG weights (what a naive port pays).
     gram_precision: a ``jax.lax.Precision`` for the Gram instead of HIGHEST.
-    precision: a :mod:`jaxstyle.precision` mode for the conv stack.
+    precision: a :mod:`jaxstyle.nets.precision` mode for the conv stack.
     """
-    from jaxstyle import precision as precision_mod
+    from jaxstyle.nets import precision as precision_mod
 
     def f(model, x, targets, weights):
         with contextlib.ExitStack() as stack:
             if weight_grads:
-                stack.enter_context(swapped(stylize, "extract_features", _features_with_weight_grads))
+                stack.enter_context(swapped(perceptual, "extract_features", _features_with_weight_grads))
             if gram_precision is not None:
                 stack.enter_context(swapped(losses, "HIGHEST", gram_precision))
             if precision is not None:
-                stack.enter_context(swapped(stylize, "extract_features",
+                stack.enter_context(swapped(perceptual, "extract_features",
                                             lambda m, i, l, _p="float32": precision_mod.extract_features(m, i, l, precision)))
-            loss = lambda m, img: stylize.total_loss(img, m, targets, weights, spec)
+            loss = lambda m, img: perceptual.total_loss(img, m, targets, weights, spec)
             if weight_grads:
                 return jax.value_and_grad(loss, argnums=(0, 1))(model, x)
             return jax.value_and_grad(loss, argnums=1)(model, x)
@@ -110,7 +111,7 @@ def handwritten_loss_and_grad(spec, *, layout="NHWC", remat=False):
         return _vgg_forward(params, image, tuple(layers), model.preprocess, layout, remat)
 
     def f(model, x, targets, weights):
-        with swapped(stylize, "extract_features", features):
-            return jax.value_and_grad(lambda img: stylize.total_loss(img, model, targets, weights, spec))(x)
+        with swapped(perceptual, "extract_features", features):
+            return jax.value_and_grad(lambda img: perceptual.total_loss(img, model, targets, weights, spec))(x)
 
     return jax.jit(f)

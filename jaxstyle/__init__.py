@@ -4,11 +4,12 @@ Front door: :func:`load_vgg`, :func:`extract_features`, the losses, and :func:`s
 """
 
 from .errors import ImageError, InputError, JaxstyleError, UsageError, WeightsError
-from .losses import content_loss, gram_matrix, style_layer_loss, tv_loss
-from .model import VGGModel, extract_features, load_vgg
-from .vgg import ARCHITECTURES, PRESETS, VGG, Preprocess, layer_names
-from .weights import RandomWeightsWarning
+from .gatys.config import StyleConfig
+from .gatys.run import StylizeResult, run_stylize, stylize
+from .gatys.sweep import stylize_many
+from .nets.model import VGGModel, extract_features, load_vgg
+from .nets.vgg import ARCHITECTURES, PRESETS, VGG, Preprocess, layer_names
+from .nets.weights import RandomWeightsWarning
+from .objective.losses import content_loss, gram_matrix, style_layer_loss, tv_loss
 
 __version__ = "0.1.0"
-from .stylize import StyleConfig, StylizeResult, run_stylize, stylize
-from .sweep import stylize_many

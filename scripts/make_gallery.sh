@@ -28,8 +28,8 @@ OUT=docs/gallery
 EX=examples/images
 mkdir -p "$OUT"
 
-# The label comes from the file itself: architecture, origin and provenance (jaxstyle.weights.describe).
-LABEL=$("$PYTHON" -c 'import sys; from jaxstyle.weights import describe; print(describe(sys.argv[1]))' "$WEIGHTS")
+# The label comes from the file itself: architecture, origin and provenance (jaxstyle.nets.weights.describe).
+LABEL=$("$PYTHON" -c 'import sys; from jaxstyle.nets.weights import describe; print(describe(sys.argv[1]))' "$WEIGHTS")
 
 # name  content  style  extra options
 PAIRS=(
@@ -38,9 +38,9 @@ PAIRS=(
   "rocket-matisse rocket woman-with-hat-matisse --init content --original-colors luminance"
 )
 
-thumb() {  # thumb SRC DST: the input at 128 px on its long side, through jaxstyle.images
-  "$PYTHON" -c 'import sys; from jaxstyle import images
-from jaxstyle.stylize import long_side_shape, resize
+thumb() {  # thumb SRC DST: the input at 128 px on its long side, through jaxstyle.io.images
+  "$PYTHON" -c 'import sys; from jaxstyle.io import images
+from jaxstyle.gatys.problem import long_side_shape, resize
 x = images.load_image(sys.argv[1])
 images.save_image(sys.argv[2], resize(x, long_side_shape(x.shape[:2], 128)), quality=90)' "$1" "$2"
 }
@@ -65,7 +65,7 @@ for pair in "${PAIRS[@]}"; do
 done
 
 # The same first pair with the random VGG (same architecture as WEIGHTS), to show what real weights change.
-ARCH=$("$PYTHON" -c 'import sys; from jaxstyle.weights import load_converted; print(load_converted(sys.argv[1])[0])' "$WEIGHTS")
+ARCH=$("$PYTHON" -c 'import sys; from jaxstyle.nets.weights import load_converted; print(load_converted(sys.argv[1])[0])' "$WEIGHTS")
 "$PYTHON" scripts/stylize.py --content "$EX/chelsea.jpg" --style "$EX/starry_night.jpg" \
   -o "$OUT/chelsea-starry_night.random.jpg" --weights random --arch "$ARCH" --image-size "$SIZE" \
   --iterations "$ITERATIONS" --seed 0 --print-every 50 >&2

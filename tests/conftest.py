@@ -20,7 +20,7 @@ os.environ.setdefault(
     os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, ".pytest_cache", "jaxstyle-targets"),
 )
 
-from jaxstyle import compilation_cache  # noqa: E402
+from jaxstyle.io import compilation_cache  # noqa: E402
 
 compilation_cache.enable()
 

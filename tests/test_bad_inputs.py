@@ -26,8 +26,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxstyle import vgg
-from jaxstyle import weights as jw
+from jaxstyle.nets import vgg
+from jaxstyle.nets import weights as jw
 from jaxstyle.cli import main
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

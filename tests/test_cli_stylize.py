@@ -25,7 +25,7 @@ from PIL import Image
 from jaxstyle.cli import main
 from jaxstyle.cli import stylize as cli_stylize
 from jaxstyle.errors import EXIT_INTERRUPTED, EXIT_NONFINITE
-from jaxstyle.stylize import StyleConfig
+from jaxstyle.gatys import StyleConfig
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLES = os.path.join(REPO, "examples", "images")
@@ -380,7 +380,7 @@ def test_style_only_mode_needs_no_content(imgs, tmp_path, capsys):
 
 def _no_downloads(monkeypatch, calls=None):
     """The demo's weight sources, offline: every download fails the way a machine without network does."""
-    from jaxstyle import download
+    from jaxstyle.nets import download
     from jaxstyle.errors import WeightsError
 
     def refuse(what):
@@ -411,7 +411,8 @@ def test_demo_uses_the_bundled_examples(tmp_path, capsys, monkeypatch):
 
 
 def _write_weights(path, arch, provenance=None):
-    from jaxstyle import PRESETS, weights
+    from jaxstyle import PRESETS
+    from jaxstyle.nets import weights
 
     convs = {name: (layer["kernel"], layer["bias"]) for name, layer in weights.random_params(arch)["params"].items()}
     os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -427,7 +428,7 @@ def _write_weights(path, arch, provenance=None):
     (("vgg19", "vgg16"), None, "vgg19"),  # a converted VGG19 is always used first, nothing is fetched
 ])
 def test_demo_weights_order(tmp_path, monkeypatch, present, fetched, expected):
-    from jaxstyle import download
+    from jaxstyle.nets import download
     from jaxstyle.errors import WeightsError
 
     for arch in present:

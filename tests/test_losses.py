@@ -6,13 +6,11 @@
    (a torch VGG forward of the same random weights, the three normalisations, several style images of other
    sizes with blend weights, TV): values and ``jax.grad`` w.r.t. the image against torch autograd.
 
-The torch objective below is written from docs/algorithm.md, not from jaxstyle.stylize: the formulas are
+The torch objective below is written from docs/algorithm.md, not from jaxstyle.gatys: the formulas are
 spelled out again so a mistake in the JAX code cannot hide in both.
 """
 
 from __future__ import annotations
-
-import importlib
 
 import jax
 import jax.numpy as jnp
@@ -22,10 +20,10 @@ import torch
 import torch.nn.functional as F
 
 import jaxstyle
+from jaxstyle import gatys, objective
 from jaxstyle import content_loss, gram_matrix, style_layer_loss, tv_loss
 from torch_reference import CFG, preprocess_torch
 
-S = importlib.import_module("jaxstyle.stylize")  # ``jaxstyle.stylize`` the attribute is the function
 
 STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 
@@ -107,16 +105,16 @@ def test_losses_zero_at_target(feats):
 def test_total_loss_zero_at_its_targets(model):
     # Content and style targets both from the same image x: every term vanishes at x (each normalisation).
     x = jnp.asarray(np.random.default_rng(1).uniform(size=(24, 32, 3)).astype(np.float32))
-    targets = S.Targets(S.content_targets(model, x, ("relu4_2",)), S.style_targets(model, [x], STYLE_LAYERS))
-    w = S.LossWeights(*(jnp.float32(v) for v in (1.0, 10.0, 0.0)), jnp.full((5,), 0.2), jnp.ones((1,)))
-    for norm in S.NORMALIZATIONS:
-        terms = S.loss_terms(x, model, targets, w, S.LossSpec(("relu4_2",), STYLE_LAYERS, norm))
+    targets = objective.Targets(objective.content_targets(model, x, ("relu4_2",)), objective.style_targets(model, [x], STYLE_LAYERS))
+    w = objective.LossWeights(*(jnp.float32(v) for v in (1.0, 10.0, 0.0)), jnp.full((5,), 0.2), jnp.ones((1,)))
+    for norm in objective.NORMALIZATIONS:
+        terms = objective.loss_terms(x, model, targets, w, objective.LossSpec(("relu4_2",), STYLE_LAYERS, norm))
         assert float(terms["content"]) == 0.0
         # The Gram is divided by M and multiplied back: float32 rounding only.
         assert abs(float(terms["style"])) < 1e-9, norm
         # one step away the loss is clearly positive
         y = x + 0.05 * jnp.asarray(np.random.default_rng(2).normal(size=x.shape).astype(np.float32))
-        assert float(S.loss_terms(y, model, targets, w, S.LossSpec(("relu4_2",), STYLE_LAYERS, norm))["total"]) > 1e-6
+        assert float(objective.loss_terms(y, model, targets, w, objective.LossSpec(("relu4_2",), STYLE_LAYERS, norm))["total"]) > 1e-6
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -251,7 +249,7 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("norm", S.NORMALIZATIONS)
+@pytest.mark.parametrize("norm", objective.NORMALIZATIONS)
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_total_loss_and_grad_match_torch(model, torch_weights, norm, case):
     c = CASES[case]
@@ -260,12 +258,12 @@ def test_total_loss_and_grad_match_torch(model, torch_weights, norm, case):
     styles = [rng.uniform(size=(*hw, 3)).astype(np.float32) for hw in c["style_hws"]]
     image = rng.uniform(size=(*c["content_hw"], 3)).astype(np.float32)
 
-    spec = S.LossSpec(c["content_layers"], STYLE_LAYERS, norm)
-    targets = S.Targets(S.content_targets(model, jnp.asarray(content), spec.content_layers),
-                        S.style_targets(model, [jnp.asarray(s) for s in styles], STYLE_LAYERS))
-    weights = S.LossWeights(jnp.float32(c["alpha"]), jnp.float32(c["beta"]), jnp.float32(c["gamma"]),
+    spec = objective.LossSpec(c["content_layers"], STYLE_LAYERS, norm)
+    targets = objective.Targets(objective.content_targets(model, jnp.asarray(content), spec.content_layers),
+                        objective.style_targets(model, [jnp.asarray(s) for s in styles], STYLE_LAYERS))
+    weights = objective.LossWeights(jnp.float32(c["alpha"]), jnp.float32(c["beta"]), jnp.float32(c["gamma"]),
                             jnp.asarray(c["layer_w"], jnp.float32), jnp.asarray(c["blend"], jnp.float32))
-    value, grad = jax.value_and_grad(S.total_loss)(jnp.asarray(image), model, targets, weights, spec)
+    value, grad = jax.value_and_grad(objective.total_loss)(jnp.asarray(image), model, targets, weights, spec)
 
     T = lambda a: torch.as_tensor(a, dtype=torch.float64)
     x = T(image).requires_grad_(True)
@@ -288,7 +286,7 @@ def test_style_targets_are_grams_over_own_positions(model):
     rng = np.random.default_rng(5)
     s1 = jnp.asarray(rng.uniform(size=(20, 24, 3)).astype(np.float32))
     s2 = jnp.asarray(rng.uniform(size=(40, 16, 3)).astype(np.float32))
-    stacked = S.style_targets(model, [s1, s2], ("relu1_1", "relu2_1"))
+    stacked = objective.style_targets(model, [s1, s2], ("relu1_1", "relu2_1"))
     for layer, m_div in (("relu1_1", (20 * 24, 40 * 16)), ("relu2_1", (10 * 12, 20 * 8))):
         assert stacked[layer].shape == (2, *(2 * (64 if layer == "relu1_1" else 128,)))
         for k, s in enumerate((s1, s2)):
@@ -302,11 +300,11 @@ def test_jit_equals_eager(model):
     content = jnp.asarray(rng.uniform(size=(24, 24, 3)).astype(np.float32))
     style = jnp.asarray(rng.uniform(size=(32, 20, 3)).astype(np.float32))
     image = jnp.asarray(rng.uniform(size=(24, 24, 3)).astype(np.float32))
-    spec = S.LossSpec(("relu4_2",), STYLE_LAYERS, "relative")
-    targets = S.Targets(S.content_targets(model, content, spec.content_layers),
-                        S.style_targets(model, [style], STYLE_LAYERS))
-    weights = S.loss_weights(S.StyleConfig(tv_weight=0.3), 1)
-    f = lambda x, tg, w: jax.value_and_grad(S.total_loss)(x, model, tg, w, spec)
+    spec = objective.LossSpec(("relu4_2",), STYLE_LAYERS, "relative")
+    targets = objective.Targets(objective.content_targets(model, content, spec.content_layers),
+                        objective.style_targets(model, [style], STYLE_LAYERS))
+    weights = gatys.loss_weights(gatys.StyleConfig(tv_weight=0.3), 1)
+    f = lambda x, tg, w: jax.value_and_grad(objective.total_loss)(x, model, tg, w, spec)
     v_e, g_e = f(image, targets, weights)
     v_j, g_j = jax.jit(f)(image, targets, weights)
     # XLA may fuse/reorder float32 sums differently under jit: 1e-5 relative, not bitwise.

@@ -22,8 +22,9 @@ import pytest
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-from jaxstyle import convert as C  # noqa: E402
-from jaxstyle import extract_features, load_vgg, weights  # noqa: E402
+from jaxstyle.nets import convert as C  # noqa: E402
+from jaxstyle import extract_features, load_vgg  # noqa: E402
+from jaxstyle.nets import weights  # noqa: E402
 from jaxstyle.errors import WeightsError  # noqa: E402
 from torch_reference import conv_names  # noqa: E402
 from weight_files import (export_torch_onnx, onnx_conv_chain_model, onnx_vgg_model, random_hwio,  # noqa: E402

@@ -28,15 +28,14 @@ import numpy as np
 import pytest
 from jax.experimental import io_callback
 
-import jaxstyle
-from jaxstyle.images import load_image
+from jaxstyle import gatys, objective
+from jaxstyle.io.images import load_image
 
-S = importlib.import_module("jaxstyle.stylize")  # the package attribute ``jaxstyle.stylize`` is the function
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHUNK = 25  # one compiled program per optimiser for every run at this chunk size
-FULL = S.StyleConfig(image_size=64, iterations=50)
-LIGHT = S.StyleConfig(image_size=32, iterations=20, content_layers=("relu2_1",), style_layers=("relu1_1", "relu2_1"))
+FULL = gatys.StyleConfig(image_size=64, iterations=50)
+LIGHT = gatys.StyleConfig(image_size=32, iterations=20, content_layers=("relu2_1",), style_layers=("relu1_1", "relu2_1"))
 
 
 @pytest.fixture(scope="module")
@@ -47,18 +46,18 @@ def images():
 
 def total_at(model, images, config, image):
     """The loss of ``config`` at ``image``, computed outside the driver (prepare + loss_terms, eager)."""
-    p = S.prepare(model, images[0], [images[1]], config)
-    return {k: float(v) for k, v in S.loss_terms(jnp.asarray(image), model, p.targets, p.weights, p.spec).items()}
+    p = gatys.prepare(model, images[0], [images[1]], config)
+    return {k: float(v) for k, v in objective.loss_terms(jnp.asarray(image), model, p.targets, p.weights, p.spec).items()}
 
 
 def init_noise(model, images, config):
-    p = S.prepare(model, images[0], [images[1]], config)
-    return S.init_image("noise", p.shape, seed=config.seed)
+    p = gatys.prepare(model, images[0], [images[1]], config)
+    return gatys.init_image("noise", p.shape, seed=config.seed)
 
 
 def run(model, images, config, **kw):
     kw.setdefault("chunk", CHUNK)
-    return S.run_stylize(images[0], [images[1]], model, config, **kw)
+    return gatys.run_stylize(images[0], [images[1]], model, config, **kw)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -89,24 +88,24 @@ def test_lbfgs_zoom_line_search_falls_10x_in_50_iterations(model, images):
 
 
 def test_style_only_from_noise_falls_100x(model, images):
-    config = S.StyleConfig(image_size=64, iterations=40, mode="style")
+    config = gatys.StyleConfig(image_size=64, iterations=40, mode="style")
     assert_falls(model, images, config, 100.0, term="style")
 
 
 def test_lbfgs_without_line_search_converges(model, images):
-    r = assert_falls(model, images, S.StyleConfig(image_size=64, iterations=30, optimizer="lbfgs-nols"), 10.0)
+    r = assert_falls(model, images, gatys.StyleConfig(image_size=64, iterations=30, optimizer="lbfgs-nols"), 10.0)
     assert r.evaluations == r.iterations == 30  # unit steps: one evaluation per iteration
 
 
 def test_scipy_lbfgs_converges_and_counts_iterations(model, images):
-    config = S.StyleConfig(image_size=64, iterations=30, optimizer="scipy-lbfgs")
+    config = gatys.StyleConfig(image_size=64, iterations=30, optimizer="scipy-lbfgs")
     r = assert_falls(model, images, config, 10.0, chunk=30)
     assert r.iterations == 30  # exactly what was asked, not one more
 
 
 def test_adam_converges_and_stays_in_box(model, images):
     raw = []
-    config = S.StyleConfig(image_size=64, iterations=40, optimizer="adam")
+    config = gatys.StyleConfig(image_size=64, iterations=40, optimizer="adam")
     assert_falls(model, images, config, 5.0, chunk=20, callback=lambda p: raw.append(np.asarray(p.x)))
     # Adam projects every step: the raw iterate (not the clipped copy) is inside [0, 1]
     assert len(raw) == 2 and all(x.min() >= 0.0 and x.max() <= 1.0 for x in raw)
@@ -145,8 +144,8 @@ def test_chunking_does_not_change_result(model, images, light_seed0):
 
 def test_nan_weight_stops_at_first_iteration(model, images, monkeypatch):
     # A weights pytree with a NaN TV weight (numbers are traced: no recompilation): the very first loss is NaN.
-    real = S.loss_weights
-    monkeypatch.setattr(S, "loss_weights", lambda c, n: real(c, n)._replace(tv=jnp.float32(np.nan)))
+    real = gatys.loss_weights
+    monkeypatch.setattr(PROBLEM, "loss_weights", lambda c, n: real(c, n)._replace(tv=jnp.float32(np.nan)))
     r = run(model, images, LIGHT)
     assert r.status == "nonfinite" and r.iterations == 0
     assert "tv term" in r.message and "iteration 1" in r.message, r.message
@@ -171,9 +170,16 @@ class Probe:
         return np.float32(np.nan if self.nan_after is not None and self.evals >= self.nan_after else 0.0)
 
 
+# Where the driver looks up the objective, and where the objective and the targets look up the features.
+RUN = importlib.import_module("jaxstyle.gatys.run")
+FEATURE_USERS = (importlib.import_module("jaxstyle.objective.perceptual"),
+                 importlib.import_module("jaxstyle.objective.targets"))
+PROBLEM = importlib.import_module("jaxstyle.gatys.problem")
+
+
 @contextlib.contextmanager
 def instrumented(probe):
-    real_total, real_extract = S.total_loss, S.extract_features
+    real_total, real_extract = RUN.total_loss, FEATURE_USERS[0].extract_features
 
     def total_loss(image, *args):
         # io_callback (not pure): must run exactly once per evaluation. Takes no traced input, so it needs no JVP.
@@ -187,18 +193,22 @@ def instrumented(probe):
 
     def retrace():
         # Compiled code closes over the module's functions: make every cached jit retrace with the current ones.
-        S._compiled.cache_clear()
-        S._compiled_step.cache_clear()
-        for name in ("_content_targets_jit", "_style_targets_jit"):  # prepare's jitted targets, if any
-            if hasattr(getattr(S, name, None), "clear_cache"):
-                getattr(S, name).clear_cache()
+        RUN._compiled.cache_clear()
+        RUN._compiled_step.cache_clear()
+        for name in ("_content_targets_jit", "_style_targets_jit"):  # prepare's jitted targets
+            getattr(PROBLEM, name).clear_cache()
+
+    def patch(total, extract):
+        RUN.total_loss = total
+        for module in FEATURE_USERS:
+            module.extract_features = extract
 
     retrace()
-    S.total_loss, S.extract_features = total_loss, extract_features
+    patch(total_loss, extract_features)
     try:
         yield probe
     finally:
-        S.total_loss, S.extract_features = real_total, real_extract
+        patch(real_total, real_extract)
         retrace()
 
 
@@ -206,7 +216,7 @@ def test_lbfgs_evaluation_count_and_targets_once(model, images):
     probe = Probe()
     with instrumented(probe):
         r = run(model, images, dataclasses.replace(LIGHT, iterations=30, optimizer="lbfgs"), chunk=10)
-        p = S.prepare(model, images[0], [images[1]], LIGHT)  # (after the run: not counted below)
+        p = gatys.prepare(model, images[0], [images[1]], LIGHT)  # (after the run: not counted below)
     assert r.status == "done" and r.iterations == 30 and len(r.history) == 3
     # The reported count equals the number of times the objective actually ran (line-search trials included).
     assert r.evaluations == probe.evals, (r.evaluations, probe.evals)

@@ -6,8 +6,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxstyle import gram_matrix, load_vgg, precision
-from jaxstyle.model import extract_features
+from jaxstyle import gram_matrix, load_vgg
+
+from jaxstyle.nets import precision
+from jaxstyle.nets.model import extract_features
 
 LAYERS = ("relu1_1", "relu2_1")
 

@@ -1,7 +1,6 @@
 """--precision wired through StyleConfig, the loss and the CLI: lower precisions track float32 end to end."""
 
 import dataclasses
-import importlib
 import warnings
 
 import jax
@@ -10,10 +9,10 @@ import numpy as np
 import pytest
 
 import jaxstyle
-from jaxstyle import precision
+from jaxstyle import gatys, objective
+from jaxstyle.nets import precision
 
-S = importlib.import_module("jaxstyle.stylize")
-CONFIG = S.StyleConfig(image_size=32, content_layers=("relu2_1",), style_layers=("relu1_1", "relu2_1"))
+CONFIG = gatys.StyleConfig(image_size=32, content_layers=("relu2_1",), style_layers=("relu1_1", "relu2_1"))
 
 
 @pytest.fixture(scope="module")
@@ -29,9 +28,9 @@ def setup():
 def _loss_and_grad(setup, prec):
     model, content, style = setup
     config = dataclasses.replace(CONFIG, precision=prec)
-    problem = S.prepare(model, content, [style], config)
+    problem = gatys.prepare(model, content, [style], config)
     x = jax.random.uniform(jax.random.key(1), problem.shape)
-    fun = jax.jit(lambda img: S.total_loss(img, model, problem.targets, problem.weights, problem.spec))
+    fun = jax.jit(lambda img: objective.total_loss(img, model, problem.targets, problem.weights, problem.spec))
     value, grad = jax.value_and_grad(fun)(x)
     return float(value), np.asarray(grad), grad.dtype
 
@@ -59,7 +58,7 @@ def test_bfloat16_activations_float32_features(setup):
 
 def test_config_and_cli_validate_precision(tmp_path):
     with pytest.raises(jaxstyle.UsageError, match="precision"):
-        S.StyleConfig(precision="fp8").validate()
+        gatys.StyleConfig(precision="fp8").validate()
     from jaxstyle.cli import main
 
     with pytest.raises(SystemExit) as e:

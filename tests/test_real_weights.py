@@ -21,10 +21,11 @@ import numpy as np
 import pytest
 
 import jaxstyle
-from jaxstyle import download, weights
-from jaxstyle.images import load_image
-from jaxstyle.losses import gram_matrix
-from jaxstyle.stylize import StyleConfig, resize, run_stylize
+from jaxstyle.nets import download, weights
+from jaxstyle.io.images import load_image
+from jaxstyle.objective.losses import gram_matrix
+from jaxstyle.gatys import StyleConfig, run_stylize
+from jaxstyle.gatys.problem import resize
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLES = os.path.join(REPO, "examples", "images")

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxstyle.checkpoint import load_checkpoint
+from jaxstyle.io.checkpoint import load_checkpoint
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(REPO, "scripts", "stylize.py")

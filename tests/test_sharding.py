@@ -22,10 +22,10 @@ CHILD = textwrap.dedent("""
     import dataclasses, json, warnings
     import numpy as np
     import jax
-    from jaxstyle import compilation_cache
+    from jaxstyle.io import compilation_cache
     compilation_cache.enable()
     from jaxstyle import load_vgg
-    from jaxstyle.sweep import DEFAULT_CONFIG, stylize_many
+    from jaxstyle.gatys.sweep import DEFAULT_CONFIG, stylize_many
 
     warnings.simplefilter("ignore")
     model = load_vgg("random")

@@ -30,12 +30,13 @@ import pytest
 from PIL import Image
 
 import jaxstyle
-from jaxstyle import images, load_vgg
+from jaxstyle import gatys, load_vgg
+from jaxstyle.io import images
 from jaxstyle.cli import main
-from jaxstyle.stylize import run_stylize
-from jaxstyle.sweep import DEFAULT_CONFIG, count_evaluations, normalize_settings, run_configs, stylize_many
+from jaxstyle.gatys.run import run_stylize
+from jaxstyle.gatys.sweep import DEFAULT_CONFIG, count_evaluations, normalize_settings, run_configs, stylize_many
 
-sweep_mod = importlib.import_module("jaxstyle.sweep")
+sweep_mod = importlib.import_module("jaxstyle.gatys.sweep")
 
 TOL = 1e-4
 ITERATIONS = 5
@@ -139,17 +140,17 @@ def test_each_vmapped_iteration_equals_the_single_iteration(inputs, model, optim
     two iterates (a kink, not a different computation), and 5.6e-4 apart in pixels after 5 iterations. Each
     step is compared at the vmapped run's own iterates.
     """
-    stylize_mod = importlib.import_module("jaxstyle.stylize")
+    run_mod = importlib.import_module("jaxstyle.gatys.run")
     config = dataclasses.replace(CONFIG, optimizer=optimizer, learning_rate=0.05)
     configs = run_configs(normalize_settings(SETTINGS, config, 2), config, model.arch, 2)
     m = model.replace(module=model.module.clone(pooling=config.pooling))
-    problem = stylize_mod.prepare(m, inputs[0], inputs[1], config)
+    problem = gatys.prepare(m, inputs[0], inputs[1], config)
     key = (optimizer, config.learning_rate, config.lbfgs_memory)
     opt, run, _, _, _, _, step_fn, _ = sweep_mod._compiled(problem.spec, key, sweep_mod.default_mesh())
-    single = stylize_mod._compiled_step(problem.spec, key)
-    ws = [stylize_mod.loss_weights(c, 2) for c in configs]
+    single = run_mod._compiled_step(problem.spec, key)
+    ws = [gatys.loss_weights(c, 2) for c in configs]
     stacked = jax.tree.map(lambda *a: jnp.stack([jnp.asarray(v) for v in a]), *ws)
-    xs = jnp.stack([stylize_mod.init_image("noise", problem.shape, seed=c.seed) for c in configs])
+    xs = jnp.stack([gatys.init_image("noise", problem.shape, seed=c.seed) for c in configs])
     states = jax.jit(jax.vmap(opt.init))(xs)
     copy = lambda tree: jax.tree.map(lambda a: jnp.array(a, copy=True), tree)
     for _ in range(3):

@@ -13,10 +13,10 @@ import pytest
 from PIL import Image
 
 from jaxstyle.cli import main
-from jaxstyle.stylize import StyleConfig, run_stylize
-from jaxstyle.target_cache import TargetCache
+from jaxstyle.gatys import StyleConfig, prepare, run_stylize
+from jaxstyle.io.target_cache import TargetCache
 
-stylize_mod = importlib.import_module("jaxstyle.stylize")
+problem_mod = importlib.import_module("jaxstyle.gatys.problem")
 
 CONFIG = StyleConfig(image_size=32, iterations=3, content_layers=("relu2_2",),
                      style_layers=("relu1_1", "relu2_1", "relu3_1"))
@@ -33,7 +33,7 @@ def pictures():
 def forwards(monkeypatch):
     """Counts the target forward passes prepare runs."""
     calls = {"content": 0, "style": 0}
-    content_fn, style_fn = stylize_mod._content_targets_jit, stylize_mod._style_targets_jit
+    content_fn, style_fn = problem_mod._content_targets_jit, problem_mod._style_targets_jit
 
     def content(*a):
         calls["content"] += 1
@@ -43,8 +43,8 @@ def forwards(monkeypatch):
         calls["style"] += 1
         return style_fn(*a)
 
-    monkeypatch.setattr(stylize_mod, "_content_targets_jit", content)
-    monkeypatch.setattr(stylize_mod, "_style_targets_jit", style)
+    monkeypatch.setattr(problem_mod, "_content_targets_jit", content)
+    monkeypatch.setattr(problem_mod, "_style_targets_jit", style)
     return calls
 
 
@@ -55,11 +55,11 @@ def _equal(a, b):
 
 def test_a_hit_skips_the_forward_passes_and_equals_recomputing(pictures, model, tmp_path, forwards):
     cache = TargetCache(str(tmp_path))
-    fresh = stylize_mod.prepare(model, *pictures, CONFIG)
+    fresh = prepare(model, *pictures, CONFIG)
     assert forwards == {"content": 1, "style": 1}
-    first = stylize_mod.prepare(model, *pictures, CONFIG, cache)  # miss: computes and stores
+    first = prepare(model, *pictures, CONFIG, cache)  # miss: computes and stores
     assert forwards == {"content": 2, "style": 2} and len(os.listdir(tmp_path)) == 1
-    again = stylize_mod.prepare(model, *pictures, dataclasses.replace(CONFIG, style_weight=1e4, iterations=9),
+    again = prepare(model, *pictures, dataclasses.replace(CONFIG, style_weight=1e4, iterations=9),
                                 cache)  # weights and iterations are not part of the targets: a hit
     assert forwards == {"content": 2, "style": 2}
     _equal(first.targets, fresh.targets)
@@ -107,7 +107,7 @@ def test_everything_the_targets_depend_on_changes_the_key(pictures, model):
 @pytest.mark.parametrize("damage", ["truncated", "not a zip", "wrong layers", "non-finite", "wrong dtype"])
 def test_an_unusable_entry_is_a_miss_and_is_replaced(pictures, model, tmp_path, forwards, damage):
     cache = TargetCache(str(tmp_path))
-    good = stylize_mod.prepare(model, *pictures, CONFIG, cache)
+    good = prepare(model, *pictures, CONFIG, cache)
     (path,) = [tmp_path / n for n in os.listdir(tmp_path)]
     if damage == "truncated":
         path.write_bytes(path.read_bytes()[:200])
@@ -126,7 +126,7 @@ def test_an_unusable_entry_is_a_miss_and_is_replaced(pictures, model, tmp_path, 
         with open(path, "wb") as f:
             np.savez(f, **arrays)
     calls = dict(forwards)
-    again = stylize_mod.prepare(model, *pictures, CONFIG, cache)  # no exception: recomputed
+    again = prepare(model, *pictures, CONFIG, cache)  # no exception: recomputed
     assert forwards["style"] == calls["style"] + 1
     _equal(again.targets, good.targets)
     _, grams = cache.load(path.stem, CONFIG.content_layers, CONFIG.style_layers, 2)  # and stored again, intact
@@ -141,19 +141,19 @@ def test_an_unusable_directory_never_stops_a_run(pictures, model, tmp_path, monk
     monkeypatch.setenv("JAXSTYLE_TARGET_CACHE", "off")
     assert TargetCache.from_env() is None
     gone = TargetCache(str(blocker / "targets"))  # saving where no directory can be made is swallowed
-    problem = stylize_mod.prepare(model, *pictures, CONFIG, gone)
+    problem = prepare(model, *pictures, CONFIG, gone)
     assert problem.targets.grams["relu1_1"].shape == (2, 64, 64)
 
 
 def test_the_directory_is_trimmed_least_recently_used_first(pictures, model, tmp_path):
     cache = TargetCache(str(tmp_path))
     content, styles = pictures
-    stylize_mod.prepare(model, content, styles[:1], CONFIG, cache)
+    prepare(model, content, styles[:1], CONFIG, cache)
     (first,) = os.listdir(tmp_path)
     size = os.path.getsize(tmp_path / first)
     os.utime(tmp_path / first, (1, 1))  # the oldest
     cache.max_bytes = int(size * 1.5)  # room for one entry of this size
-    stylize_mod.prepare(model, content, styles[1:], CONFIG, cache)
+    prepare(model, content, styles[1:], CONFIG, cache)
     assert first not in os.listdir(tmp_path) and len(os.listdir(tmp_path)) == 1
 
 

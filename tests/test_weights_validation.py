@@ -16,7 +16,9 @@ import sys
 import numpy as np
 import pytest
 
-from jaxstyle import PRESETS, load_vgg, weights
+from jaxstyle import PRESETS, load_vgg
+
+from jaxstyle.nets import weights
 from jaxstyle.errors import WeightsError
 from weight_files import (gatys_state_dict, random_hwio, remove_large_files, torchvision_state_dict, write_keras,
                           write_torch)

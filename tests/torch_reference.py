@@ -2,7 +2,7 @@
 
 Built only from ``torch.nn.functional`` (conv2d, relu, max_pool2d, avg_pool2d) on OIHW weights, computed in
 float64 by default so it is more accurate than the float32 model under test. The architecture is spelled out
-here again (not imported from jaxstyle) so a mistake in ``jaxstyle.vgg`` cannot hide in both.
+here again (not imported from jaxstyle) so a mistake in ``jaxstyle.nets.vgg`` cannot hide in both.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def torch_features(oihw_convs: dict, arch: str, preprocess, images_nhwc, pooling
       oihw_convs: ``{conv name: (weight OIHW, bias)}`` (numpy or torch).
       arch: ``"vgg19"`` or ``"vgg16"``.
       preprocess: anything with ``bgr``, ``scale``, ``mean`` and ``std`` attributes (e.g. a
-        ``jaxstyle.vgg.Preprocess``), or a dict with those keys.
+        ``jaxstyle.nets.vgg.Preprocess``), or a dict with those keys.
       images_nhwc: float RGB images in [0, 1], NHWC.
       pooling: ``"max"`` or ``"avg"`` (2x2, stride 2).
     """

@@ -1,7 +1,7 @@
 """Checkpoints of ``jaxstyle stylize`` runs: what a checkpoint records, how ``--resume`` rebuilds the run from it,
 and the check that the inputs are still the ones the run started with.
 
-The arrays (image, optimiser state, iteration, evaluations, history) are :mod:`jaxstyle.checkpoint`'s; this module
+The arrays (image, optimiser state, iteration, evaluations, history) are :mod:`jaxstyle.io.checkpoint`'s; this module
 adds the run description (``meta/run``, JSON): the StyleConfig, every input path with its sha256, the weights
 and their sha256 (or "random"), the architecture, every output path, the print/save/checkpoint intervals,
 ``--max-pixels``, the chunk length, and the state of the reports (log records, loss values, saved frames) so a
@@ -15,10 +15,10 @@ import dataclasses
 import hashlib
 import os
 
-from .. import weights
-from ..checkpoint import CheckpointError
+from ..io.checkpoint import CheckpointError
+from ..nets import weights
 from ..errors import UsageError
-from ..stylize import INITS, StyleConfig
+from ..gatys.config import INITS, StyleConfig
 
 KIND = "jaxstyle stylize"
 # Options --resume lets the user change: --iterations (extend the run), -o (write elsewhere; the derived outputs

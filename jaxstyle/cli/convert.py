@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from .. import convert as converter
-from .. import vgg
+from ..nets import convert as converter
+from ..nets import vgg
 
 HELP = "convert pretrained VGG weights (Keras, torchvision, Caffe .pth, Gatys, MatConvNet, safetensors)"
 DESCRIPTION = """\

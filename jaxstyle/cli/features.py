@@ -9,8 +9,10 @@ import functools
 
 import numpy as np
 
-from .. import compilation_cache, images, vgg
-from ..stylize import StyleConfig, long_side_shape
+from ..gatys.config import StyleConfig
+from ..gatys.problem import long_side_shape
+from ..io import compilation_cache, images
+from ..nets import vgg
 from .stylize import DEFAULT_WEIGHTS, _image_size, _names, _one_line_error, _weights_path, ORIGINAL
 
 HELP = "print the feature shapes a VGG weights file gives for an image"
@@ -41,8 +43,8 @@ def register(subparsers) -> argparse.ArgumentParser:
 def run(args) -> int:
     compilation_cache.enable()
     from ..errors import UsageError
-    from ..model import extract_features, load_vgg
-    from ..stylize import resize
+    from ..gatys.problem import resize
+    from ..nets.model import extract_features, load_vgg
 
     if args.info:
         print_info(_weights_path(args.weights))
@@ -79,7 +81,7 @@ def run(args) -> int:
 
 def print_info(path: str) -> None:
     """The weights file's metadata, one ``key: value`` per line (the random VGG says what it is)."""
-    from .. import weights as weights_lib
+    from ..nets import weights as weights_lib
 
     if path == weights_lib.RANDOM:
         print("weights: random (deterministic He-initialised VGG19: textures, not meaningful art)")

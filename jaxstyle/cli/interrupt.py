@@ -13,7 +13,7 @@ import threading
 
 
 class StopRequest:
-    """Context manager and ``should_stop`` callable for :func:`jaxstyle.stylize.run_stylize`."""
+    """Context manager and ``should_stop`` callable for :func:`jaxstyle.gatys.run_stylize`."""
 
     def __init__(self, message: str = "stopping after the current chunk (Ctrl-C again to abort now)"):
         self.requested = False

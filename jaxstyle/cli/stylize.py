@@ -1,9 +1,9 @@
 """``jaxstyle stylize``: Gatys et al. style transfer from the command line.
 
-Every hyperparameter flag is generated from :class:`jaxstyle.stylize.StyleConfig`'s fields: the default shown in
+Every hyperparameter flag is generated from :class:`jaxstyle.StyleConfig`'s fields: the default shown in
 ``--help`` is read from the dataclass, and a flag that is not given is not passed at all, so StyleConfig's own
 default applies (a default is written once, there). This module only parses, checks, reads and writes; the
-optimisation is :func:`jaxstyle.stylize.run_stylize`.
+optimisation is :func:`jaxstyle.gatys.run_stylize`.
 """
 
 from __future__ import annotations
@@ -18,13 +18,17 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import compilation_cache, images, optim, report, vgg, weights
-from ..target_cache import TargetCache
-from ..checkpoint import load_checkpoint, save_checkpoint
-from ..errors import EXIT_INTERRUPTED, EXIT_NONFINITE, NonFiniteLossError, UsageError
-from ..stylize import INITS, MODES, NORMALIZATIONS, ORIGINAL_COLORS, ResumeState, StyleConfig, run_stylize
 from ..colour import COLOR_MATCH_METHODS
-from ..precision import PRECISIONS
+from ..errors import EXIT_INTERRUPTED, EXIT_NONFINITE, NonFiniteLossError, UsageError
+from ..gatys.config import INITS, MODES, ORIGINAL_COLORS, StyleConfig
+from ..gatys.run import ResumeState, run_stylize
+from ..io import compilation_cache, images, report
+from ..io.checkpoint import load_checkpoint, save_checkpoint
+from ..io.target_cache import TargetCache
+from ..nets import vgg, weights
+from ..nets.precision import PRECISIONS
+from ..objective.perceptual import NORMALIZATIONS
+from ..optim import optimizers as optim
 from . import checkpointing
 from .interrupt import StopRequest
 
@@ -177,7 +181,7 @@ def register(subparsers) -> argparse.ArgumentParser:
                          f"with a GIF and a loss curve; size {DEMO['image_size']}, {DEMO['iterations']} iterations "
                          "unless given")
 
-    hp = parser.add_argument_group("hyperparameters (defaults from jaxstyle.stylize.StyleConfig)")
+    hp = parser.add_argument_group("hyperparameters (defaults from jaxstyle.StyleConfig)")
     for name, (kwargs, text, none) in CONFIG_OPTIONS.items():
         # default=None: an option not given is not passed, so StyleConfig's own default applies.
         hp.add_argument(_flag(name), dest=name, default=None,
@@ -356,7 +360,7 @@ def plan(args) -> Plan:
 
 def _demo_weights(quiet: bool) -> str:
     """--demo without --weights: the best weights this machine can get (downloaded once), said on line one."""
-    from ..download import demo_weights
+    from ..nets.download import demo_weights
 
     path, description, notes = demo_weights(os.path.dirname(DEFAULT_WEIGHTS))
     print(f"weights: {description}", flush=True)
@@ -488,7 +492,7 @@ def run(args) -> int:
     content = images.load_image(p.content, max_pixels=p.max_pixels, role="content") if p.content else None
     styles = [images.load_image(s, max_pixels=p.max_pixels, role="style") for s in p.styles]
     init = images.load_image(p.init_path, max_pixels=p.max_pixels, role="init") if p.init_path else None
-    from ..model import load_vgg  # after the checks: loading weights is the first real work
+    from ..nets.model import load_vgg  # after the checks: loading weights is the first real work
 
     model = load_vgg(p.weights, pooling=p.config.pooling, arch=p.arch)
     config = p.config.validate(model.arch, len(p.styles) or None)

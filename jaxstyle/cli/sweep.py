@@ -2,8 +2,8 @@
 
 The swept settings take comma lists; the runs are their product (or, with ``--zip``, the lists paired in order).
 Every other hyperparameter flag is ``jaxstyle stylize``'s own definition (:data:`jaxstyle.cli.stylize.CONFIG_OPTIONS`,
-defaults read from :class:`~jaxstyle.stylize.StyleConfig`), except that a sweep's optimiser defaults to
-:data:`jaxstyle.sweep.SWEEP_OPTIMIZER` (why: docs/sweep.md). This module only parses, checks, reads and writes.
+defaults read from :class:`~jaxstyle.StyleConfig`), except that a sweep's optimiser defaults to
+:data:`jaxstyle.gatys.sweep.SWEEP_OPTIMIZER` (why: docs/sweep.md). This module only parses, checks, reads and writes.
 """
 
 from __future__ import annotations
@@ -18,12 +18,13 @@ import sys
 
 import numpy as np
 
-from .. import compilation_cache, images, sweep
-from .. import weights as weights_lib
-from ..target_cache import TargetCache
 from ..atomic import atomic_write
 from ..errors import EXIT_INTERRUPTED, EXIT_NONFINITE, UsageError
-from ..stylize import INITS, StyleConfig
+from ..gatys import sweep
+from ..gatys.config import INITS, StyleConfig
+from ..io import compilation_cache, images
+from ..io.target_cache import TargetCache
+from ..nets import weights as weights_lib
 from . import stylize as stylize_cli
 from .interrupt import StopRequest
 
@@ -224,7 +225,7 @@ def run(args) -> int:
     p = plan(args)
     content = images.load_image(p.content, max_pixels=p.max_pixels, role="content") if p.content else None
     styles = [images.load_image(s, max_pixels=p.max_pixels, role="style") for s in p.styles]
-    from ..model import load_vgg  # after the checks: loading weights is the first real work
+    from ..nets.model import load_vgg  # after the checks: loading weights is the first real work
 
     model = load_vgg(p.weights, pooling=p.config.pooling)
     config = p.config.validate(model.arch, len(styles) or None)

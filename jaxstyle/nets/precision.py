@@ -10,7 +10,7 @@ property of feature extraction only, applied in one place (:func:`extract_featur
 - ``bfloat16``: weights and the image are cast to bfloat16 for the conv stack, so activations (and the
   memory they take) are bfloat16. The features are cast back to float32 before any loss.
 
-In every mode the Gram matrices and losses stay float32: :func:`jaxstyle.losses.gram_matrix` accumulates in
+In every mode the Gram matrices and losses stay float32: :func:`jaxstyle.objective.losses.gram_matrix` accumulates in
 float32 at HIGHEST precision whatever its input dtype, and the optimiser's image, gradient and state are
 float32 (the gradient flowing back through the cast is cast back to float32).
 
@@ -59,7 +59,7 @@ def cast_model(model: VGGModel, precision: str) -> VGGModel:
 
 def extract_features(model: VGGModel, images: jax.Array, layers: Sequence[str],
                      precision: str = DEFAULT) -> dict[str, jax.Array]:
-    """:func:`jaxstyle.model.extract_features` at ``precision``; the features returned are always float32.
+    """:func:`jaxstyle.nets.model.extract_features` at ``precision``; the features returned are always float32.
 
     Pure and jit-able; ``precision`` must be static (it changes the traced program).
     """

@@ -14,10 +14,10 @@ import os
 import jax
 import numpy as np
 
-from .atomic import atomic_write
-from .errors import InputError
-from .stylize import ResumeState
-from .weights import _CORRUPT
+from ..atomic import atomic_write
+from ..errors import InputError
+from ..gatys.run import ResumeState
+from ..nets.weights import _CORRUPT
 
 FORMAT_VERSION = 1
 

@@ -1,7 +1,7 @@
 """Run reports: the JSONL log, the loss-curve plot and the progression GIF. Every file is written atomically.
 
-I/O only; the numbers come from the driver (:class:`jaxstyle.stylize.Progress` and
-:attr:`jaxstyle.stylize.StylizeResult.history`).
+I/O only; the numbers come from the driver (:class:`jaxstyle.gatys.run.Progress` and
+:attr:`jaxstyle.gatys.StylizeResult.history`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from . import images
-from .atomic import atomic_write
+from ..atomic import atomic_write
 
 TERMS = ("total", "content", "style", "tv")
 LOG_FIELDS = ("iteration", *TERMS, "seconds")

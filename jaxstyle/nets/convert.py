@@ -7,7 +7,7 @@ except through ``torch.load(weights_only=True)``.
 
 Readers return :class:`Source` ``(arch, convs, preprocess, source_format)`` with ``convs`` mapping
 ``conv{b}_{i}`` to ``(kernel_hwio, bias)`` float32 arrays; :func:`convert` writes it with
-:func:`jaxstyle.weights.save_converted`. The fully connected head is always dropped.
+:func:`jaxstyle.nets.weights.save_converted`. The fully connected head is always dropped.
 
 Kernels are kept exactly as trained: Caffe-family kernels (Keras, Caffe-converted .pth, Gatys' vgg_conv.pth)
 still expect BGR input, and the recorded preprocessing preset flips the image's channels instead.
@@ -25,7 +25,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import vgg, weights
-from .errors import UsageError, WeightsError
+from ..errors import UsageError, WeightsError
 
 FORMATS = ("keras", "torchvision", "caffe-pth", "gatys", "matconvnet", "safetensors", "onnx")
 PRESET_NAMES = tuple(vgg.PRESETS)
@@ -570,7 +570,7 @@ def convert(src, dst=None, *, format: str = "auto", preset: str | None = None, o
 
     Refuses to overwrite ``dst`` unless ``overwrite`` and never writes over ``src``. ``source_name`` is the
     name recorded for the source (defaults to ``src``'s file name; download passes the published name);
-    ``provenance`` is stored in the file's metadata (see :mod:`jaxstyle.weights`). Returns a summary: ``arch, preset, layers, source, source_sha256, source_format, output``.
+    ``provenance`` is stored in the file's metadata (see :mod:`jaxstyle.nets.weights`). Returns a summary: ``arch, preset, layers, source, source_sha256, source_format, output``.
     """
     src = _check_readable(src)
 

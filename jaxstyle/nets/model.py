@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from . import vgg, weights
-from .errors import UsageError
+from ..errors import UsageError
 
 
 @flax.struct.dataclass

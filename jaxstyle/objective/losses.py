@@ -3,7 +3,7 @@
 Features are ``(..., H, W, C)`` arrays: ``F^l`` of the paper is the ``C x (H*W)`` matrix ``N_l x M_l``.
 These are the exact formulas of the paper and the reference definition of jaxstyle. The one optional
 normalisation (so that default weights behave the same at every image size) lives in
-:func:`jaxstyle.stylize.total_loss`, nowhere else.
+:func:`jaxstyle.objective.total_loss`, nowhere else.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def style_layer_loss(features: jax.Array, target_gram: jax.Array) -> jax.Array:
     """``E_l = 1 / (4 N^2 M^2) sum_ij (G_ij - A_ij)^2`` with ``G`` the Gram of ``features``.
 
     ``target_gram`` must be the Gram of the style image at the same ``M`` as ``features`` (see
-    :func:`jaxstyle.stylize.style_targets`, which rescales Grams of differently sized style images).
+    :func:`jaxstyle.objective.style_targets`, which rescales Grams of differently sized style images).
     """
     n = features.shape[-1]
     m = features.shape[-2] * features.shape[-3]

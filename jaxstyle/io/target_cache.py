@@ -27,7 +27,7 @@ import zipfile
 import jax
 import numpy as np
 
-from .atomic import atomic_write
+from ..atomic import atomic_write
 from .compilation_cache import cache_dir
 
 FORMAT = 1  # bump when the layout of an entry or of the key changes

@@ -20,9 +20,9 @@ from typing import Iterable, Sequence
 import numpy as np
 from PIL import Image, ImageCms, ImageDraw, ImageFile, ImageFont, ImageOps
 
-from . import vgg
-from .atomic import atomic_write
-from .errors import ImageError, UsageError
+from ..nets import vgg
+from ..atomic import atomic_write
+from ..errors import ImageError, UsageError
 
 # Refuse images above this many pixels, read from the header before any decoding (a 40 MP photo is ~480 MB as
 # float32 RGB, and far beyond what style transfer can optimise). Callers pass max_pixels=... (CLI --max-pixels)

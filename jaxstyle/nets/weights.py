@@ -29,8 +29,8 @@ import zlib
 import numpy as np
 
 from . import vgg
-from .atomic import atomic_write
-from .errors import WeightsError
+from ..atomic import atomic_write
+from ..errors import WeightsError
 
 FORMAT_VERSION = 1
 # What zipfile/numpy raise on damaged archives besides ValueError (found by tests/test_fuzz.py): unsupported zip

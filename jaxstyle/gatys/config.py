@@ -1,0 +1,128 @@
+"""The Gatys method's configuration: :class:`StyleConfig`, every hyperparameter with its one default."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax.numpy as jnp
+import numpy as np
+
+from .. import colour
+from ..errors import UsageError
+from ..nets import precision as precision_lib
+from ..nets import vgg
+from ..objective.perceptual import NORMALIZATIONS, LossSpec, LossWeights
+from ..optim import optimizers as optim
+
+INITS = ("noise", "content", "style")
+ORIGINAL_COLORS = ("none", "luminance", "histogram")
+MODES = ("transfer", "content", "style")
+
+@dataclasses.dataclass(frozen=True)
+class StyleConfig:
+    """Every hyperparameter of a stylization, with its one default. The CLI reads its defaults from here.
+
+    Weights follow the paper: total = content_weight * L_content + style_weight * sum_l w_l E_l
+    + tv_weight * TV (see ``normalization`` for the one departure, on by default).
+    """
+
+    content_weight: float = 1.0  # alpha
+    # beta: with "relative" normalisation, 10 leaves a content relative error of ~0.3 and a style relative error
+    # of ~0.01 after 100 L-BFGS iterations (measured at 64 px; see docs/algorithm.md).
+    style_weight: float = 10.0
+    # gamma. Departure: the paper has no TV term. With real weights, from noise, gamma = 1 brings the result's own
+    # total variation down to the painting's (192 px, 150 iterations: 0.234 -> 0.026; starry_night 0.026) at no
+    # visible cost (content and style relative errors within 2 %); 100 smooths brushwork away (docs/algorithm.md).
+    tv_weight: float = 1.0
+    content_layers: tuple[str, ...] = ("relu4_2",)  # Gatys et al.: "conv4_2" (post-ReLU in Caffe)
+    style_layers: tuple[str, ...] = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+    style_layer_weights: tuple[float, ...] | None = None  # w_l; None = 1/L each (paper: 1/5)
+    style_blend_weights: tuple[float, ...] | None = None  # one per style image; None = equal; normalised to sum 1
+    # How the loss terms are normalised, in one place (loss_terms); see docs/algorithm.md.
+    # "relative" (default): every content and style layer term is divided by its target's own energy
+    #   (sum P^2 for content, sum A^2 / (4 N^2 M^2) for style), so each is a relative squared error: the
+    #   same weights work at every image size AND for every weights source (Caffe 0-255 features are ~50x
+    #   larger than torchvision's, which scales the paper's content term by ~2500 and style by ~6e6).
+    # "size": content and TV are means instead of sums (size-independent; still depends on feature scale).
+    # "paper": the exact formulas of Gatys et al.; weights then depend on image size and weights source.
+    normalization: str = "relative"
+    image_size: int | None = 512  # long side of the output in pixels; None keeps the content's size
+    style_scale: float = 1.0  # style image long side = style_scale * image_size
+    init: str = "noise"  # noise | content | style
+    seed: int = 0
+    iterations: int = 500
+    # lbfgs-nols (default) | lbfgs | adam | scipy-lbfgs. Unit-step L-BFGS, as neural-style's default: at 64 px it
+    # reached PyTorch strong-Wolfe L-BFGS's 300-evaluation loss in 250 evaluations (optax's zoom line search did
+    # not, within 300), costs one evaluation per iteration (also under vmap) and needs no loop inside a step,
+    # which XLA CPU runs 2x slower (docs/benchmarks.md). ``lbfgs`` (zoom line search) is the paper-like choice.
+    optimizer: str = "lbfgs-nols"
+    learning_rate: float = 0.02  # Adam only (image in [0, 1] units)
+    lbfgs_memory: int = 100  # history size, as neural-style
+    original_colors: str = "none"  # none | luminance | histogram (Gatys et al. 2017)
+    color_match: str = "pca"  # pca | chol | sym, for original_colors="histogram"
+    mode: str = "transfer"  # transfer | content (reconstruct content only) | style (texture synthesis)
+    pooling: str = "max"
+    # Convolution precision (jaxstyle.nets.precision): float32 | tf32 | bfloat16 activations. Gram matrices and
+    # losses always accumulate in float32.
+    precision: str = "float32"
+
+    def validate(self, arch: str = "vgg19", n_styles: int | None = None) -> "StyleConfig":
+        """Raise :class:`UsageError` (one line) for any invalid value; return self."""
+        for name in ("content_weight", "style_weight", "tv_weight", "style_scale", "learning_rate"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise UsageError(f"--{name.replace('_', '-')} must be a finite number >= 0, not {value!r}")
+        if self.style_scale <= 0:
+            raise UsageError(f"--style-scale must be > 0, not {self.style_scale}")
+        if self.iterations < 0:
+            raise UsageError(f"--iterations must be >= 0, not {self.iterations}")
+        if self.image_size is not None and self.image_size < vgg.MIN_SIZE:
+            raise UsageError(f"--image-size must be >= {vgg.MIN_SIZE}, not {self.image_size}")
+        if self.lbfgs_memory < 1:
+            raise UsageError(f"--lbfgs-memory must be >= 1, not {self.lbfgs_memory}")
+        for name, allowed in (("init", INITS), ("normalization", NORMALIZATIONS), ("optimizer", optim.OPTIMIZERS),
+                              ("original_colors", ORIGINAL_COLORS), ("color_match", colour.COLOR_MATCH_METHODS),
+                              ("mode", MODES), ("pooling", vgg.POOLINGS),
+                              ("precision", precision_lib.PRECISIONS)):
+            if getattr(self, name) not in allowed:
+                raise UsageError(f"--{name.replace('_', '-')} must be one of {', '.join(allowed)}, "
+                                 f"not {getattr(self, name)!r}")
+        for name in ("content_layers", "style_layers"):
+            layers = getattr(self, name)
+            try:
+                vgg.validate_layers(arch, layers)
+            except ValueError as e:
+                raise UsageError(f"--{name.replace('_', '-')}: {e}") from None
+        for name, count in (("style_layer_weights", len(self.style_layers)), ("style_blend_weights", n_styles)):
+            values = getattr(self, name)
+            if values is None or count is None:
+                continue
+            if len(values) != count:
+                what = "style layers" if name == "style_layer_weights" else "style images"
+                raise UsageError(f"--{name.replace('_', '-')} has {len(values)} values but there are "
+                                 f"{count} {what}")
+            if any(not math.isfinite(v) or v < 0 for v in values) or sum(values) <= 0:
+                raise UsageError(f"--{name.replace('_', '-')} must be finite, >= 0 and not all zero")
+        return self
+
+
+def loss_spec(config: StyleConfig) -> LossSpec:
+    return LossSpec(tuple(config.content_layers), tuple(config.style_layers), config.normalization,
+                    config.precision)
+
+
+def loss_weights(config: StyleConfig, n_styles: int) -> LossWeights:
+    layers = config.style_layer_weights or (1.0,) * len(config.style_layers)
+    layers = np.asarray(layers, np.float32)
+    if config.style_layer_weights is None:
+        layers = layers / layers.sum()  # paper: w_l = 1/5 on each of five layers
+    blend = np.asarray(config.style_blend_weights or (1.0,) * n_styles, np.float32)
+    content_w, style_w = config.content_weight, config.style_weight
+    if config.mode == "content":
+        style_w = 0.0
+    elif config.mode == "style":
+        content_w = 0.0
+    f32 = lambda v: jnp.asarray(v, jnp.float32)
+    return LossWeights(f32(content_w), f32(style_w), f32(config.tv_weight), f32(layers), f32(blend / blend.sum()))
+

@@ -1,0 +1,133 @@
+"""Preparing a Gatys problem once per run: sizes, colour handling, the targets, and the starting image."""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from .. import colour
+from ..errors import UsageError
+from ..nets import vgg
+from ..nets.model import VGGModel
+from ..nets.precision import extract_features
+from ..objective.perceptual import LossSpec, LossWeights
+from ..objective.targets import Targets, content_targets, style_targets
+from .config import INITS, StyleConfig, loss_spec, loss_weights
+
+# The targets in one compiled call each instead of op-by-op dispatch (each eager op compiles separately and too
+# quickly for the persistent cache): warm start-up prepare 2.9 s -> 1.4 s at 64 px on the loaded 2-core CPU,
+# see docs/benchmarks.md ("Compile time").
+_content_targets_jit = jax.jit(content_targets, static_argnums=(2, 3))
+_style_targets_jit = jax.jit(style_targets, static_argnums=(2, 3))
+
+
+def init_image(kind, shape, *, content=None, style=None, seed: int = 0) -> jax.Array:
+    """Starting image: white noise in [0, 1] (from ``seed``), the content, the style resized, or an array."""
+    if not isinstance(kind, str):
+        return jnp.clip(resize(jnp.asarray(kind, jnp.float32), shape[:2]), 0.0, 1.0)
+    if kind == "noise":
+        return jax.random.uniform(jax.random.key(seed), shape, jnp.float32)
+    if kind == "content":
+        if content is None:
+            raise UsageError("--init content needs a content image (style mode has none); use noise or style")
+        return jnp.asarray(content, jnp.float32)
+    if kind == "style":
+        return resize(jnp.asarray(style, jnp.float32), shape[:2])
+    raise UsageError(f"--init must be one of {', '.join(INITS)} or an image, not {kind!r}")
+
+
+def resize(image: jax.Array, hw: Sequence[int]) -> jax.Array:
+    """Antialiased resize of an HWC image to ``hw``."""
+    hw = tuple(int(v) for v in hw)
+    if tuple(image.shape[:2]) == hw:
+        return image
+    return jax.image.resize(image, (*hw, image.shape[2]), method="lanczos3", antialias=True)
+
+
+def long_side_shape(hw: Sequence[int], long_side: int) -> tuple[int, int]:
+    """Height and width with the long side set to ``long_side``, aspect ratio kept (min 16 px)."""
+    h, w = hw
+    s = long_side / max(h, w)
+    return max(vgg.MIN_SIZE, round(h * s)), max(vgg.MIN_SIZE, round(w * s))
+
+
+
+class Problem(NamedTuple):
+    """Everything a run needs, prepared once: sizes, preprocessed images, targets, weights."""
+
+    content: jax.Array | None  # HWC, what VGG sees (luminance-only mode: grey)
+    content_rgb: jax.Array | None  # HWC, the original-colour content at output size
+    styles: list
+    shape: tuple
+    targets: Targets
+    weights: LossWeights
+    spec: LossSpec
+
+
+def _as_image(x, what: str) -> jax.Array:
+    if isinstance(x, (str, bytes)) or hasattr(x, "__fspath__"):
+        from ..io.images import load_image  # I/O only when the caller passes paths
+
+        return jnp.asarray(load_image(x, role=what))
+    a = jnp.asarray(x, jnp.float32)
+    if a.ndim != 3 or a.shape[-1] != 3:
+        raise UsageError(f"{what} image must be an HWC RGB array, got shape {a.shape}")
+    return a
+
+
+def prepare(model: VGGModel, content, styles, config: StyleConfig, target_cache=None) -> Problem:
+    """Resize, colour-preprocess and compute targets once (the only part that sees the raw inputs).
+
+    ``target_cache`` (a :class:`jaxstyle.io.target_cache.TargetCache`, used by the CLI) reuses the targets of an
+    earlier run on the same pixels, network, layers and precision instead of recomputing them.
+    """
+    styles = [_as_image(s, "style") for s in (styles if isinstance(styles, (list, tuple)) else [styles])]
+    if not styles and config.mode != "content":
+        raise UsageError("at least one style image is needed")
+    config.validate(model.arch, len(styles) or None)
+    if config.mode == "style":
+        if content is not None:
+            hw = _as_image(content, "content").shape[:2]
+        else:
+            hw = styles[0].shape[:2]
+        shape = (*long_side_shape(hw, config.image_size or max(hw)), 3)
+        content_rgb = None
+    else:
+        if content is None:
+            raise UsageError("a content image is needed (or use mode='style')")
+        c = _as_image(content, "content")
+        hw = c.shape[:2] if config.image_size is None else long_side_shape(c.shape[:2], config.image_size)
+        content_rgb = resize(c, hw)
+        shape = (*hw, 3)
+    style_long = round((config.image_size or max(shape[:2])) * config.style_scale)
+    styles = [resize(s, long_side_shape(s.shape[:2], style_long)) for s in styles]
+    content_seen = content_rgb
+    if config.original_colors == "histogram" and content_rgb is not None:
+        styles = [colour.match_color_histogram(s, content_rgb, config.color_match) for s in styles]
+    elif config.original_colors == "luminance" and content_rgb is not None:
+        cy = colour.luminance(content_rgb)
+        styles = [colour.grey(colour.match_luminance(colour.luminance(s), cy)) for s in styles]
+        content_seen = colour.grey(cy)
+    spec = loss_spec(config)
+    weights = loss_weights(config, max(len(styles), 1))
+    content_layers = spec.content_layers if content_seen is not None else ()
+    style_layers = spec.style_layers if styles else ()
+    key = cached = None
+    if target_cache is not None:
+        key = target_cache.key(model, content_seen, styles, content_layers, style_layers, spec.precision)
+        cached = target_cache.load(key, content_layers, style_layers, len(styles))
+    if cached is not None:
+        content_t, grams = (jax.tree.map(jnp.asarray, d) for d in cached)
+    else:
+        content_t = (_content_targets_jit(model, content_seen, spec.content_layers, spec.precision)
+                     if content_seen is not None else {})
+        grams = _style_targets_jit(model, styles, spec.style_layers, spec.precision) if styles else {}
+        if target_cache is not None:
+            target_cache.save(key, content_t, grams)
+    if content_seen is None:  # style mode: the content term has weight 0; zeros of the right shape keep the
+        # loss structure (shapes from tracing alone, no forward pass)
+        like = jax.eval_shape(lambda x: extract_features(model, x, spec.content_layers), jnp.zeros(shape))
+        content_t = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), like)
+    return Problem(content_seen, content_rgb, styles, shape, Targets(content_t, grams), weights, spec)

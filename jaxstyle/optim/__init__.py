@@ -1,0 +1,1 @@
+"""Optimisers as pure ``init``/``step`` pairs (``optimizers``)."""
