@@ -310,35 +310,23 @@ def test_missing_empty_text_directory(tmp_path):
 # ----------------------------------------------------------------------------------------- resizing
 
 
-def test_resize_long_side_shapes_and_float_precision():
+def test_resize_to_keeps_float_precision():
     ramp = np.linspace(0, 1, 40 * 30, dtype=np.float32).reshape(30, 40, 1).repeat(3, axis=2)
-    out = images.resize_long_side(ramp, 32)
+    out = images.resize_to(ramp, (24, 32))
     assert out.shape == (24, 32, 3) and out.dtype == np.float32
-    assert images.resize_long_side(ramp.transpose(1, 0, 2), 21).shape == (21, 16, 3)
     # float-safe: not quantised to 8 bits, and a smooth ramp stays a ramp (monotone, same range)
     assert np.any(np.abs(out * 255 - np.rint(out * 255)) > 1e-3)
     assert np.all(np.diff(out[:, :, 0].ravel()) >= -1e-3)
     assert abs(out.mean() - ramp.mean()) < 0.01
     const = np.full((33, 17, 3), 0.3, np.float32)
-    np.testing.assert_allclose(images.resize_long_side(const, 64), 0.3, atol=1e-5)
+    np.testing.assert_allclose(images.resize_to(const, (64, 33)), 0.3, atol=1e-5)
 
 
-def test_resize_clips_lanczos_ringing_and_keeps_min_size():
+def test_resize_clips_lanczos_ringing():
     step = np.zeros((32, 32, 3), np.float32)
     step[:, 16:] = 1
     up = images.resize_to(step, (40, 71))
     assert up.shape == (40, 71, 3) and up.min() >= 0 and up.max() <= 1
-    assert images.resize_long_side(np.zeros((10, 200, 3), np.float32), 64).shape == (16, 64, 3)
-    with pytest.raises(UsageError):
-        images.resize_long_side(step, 8)
-
-
-def test_scale_style():
-    style = np.zeros((50, 100, 3), np.float32)
-    assert images.scale_style(style, 64, 0.5).shape == (16, 32, 3)
-    assert images.scale_style(style, 64, 2.0).shape == (64, 128, 3)
-    with pytest.raises(UsageError):
-        images.scale_style(style, 64, 0)
 
 
 # ----------------------------------------------------------------------------------------- saving
@@ -432,9 +420,27 @@ def test_check_output_path_refuses_inputs(tmp_path, monkeypatch):
         images.check_output_path(tmp_path / "hard.jpg", [src])
     existing = tmp_path / "old.png"
     existing.write_bytes(b"x")
-    assert images.check_output_path(existing, [src])
-    with pytest.raises(UsageError, match="already exists"):
-        images.check_output_path(existing, [src], force=False)
+    assert images.check_output_path(existing, [src])  # outputs are replaced (atomically), inputs never
+
+
+def test_check_output_path_in_a_directory_still_to_be_made(tmp_path):
+    """A sweep makes its output directory only once its results exist: paths inside it are still checked."""
+    new = tmp_path / "new" / "deeper"
+    assert images.check_output_path(new / "a.png", create_directory=True) == str(new / "a.png")
+    assert not (tmp_path / "new").exists()  # checking creates nothing
+    with pytest.raises(UsageError, match=r"\.png, \.jpg"):
+        images.check_output_path(new / "a.webp", create_directory=True)
+    with pytest.raises(UsageError, match="does not exist"):
+        images.check_output_path(new / "a.png")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        if not os.access(locked, os.W_OK):  # (root may write anywhere)
+            with pytest.raises(UsageError, match="not writable"):
+                images.check_output_path(locked / "new" / "a.png", create_directory=True)
+    finally:
+        locked.chmod(0o700)
 
 
 # ----------------------------------------------------------------------------------------- gif & sheet

@@ -197,14 +197,10 @@ def plan(args) -> Plan:
     inputs = [args.content, *styles]
     if args.weights not in (None, "random"):
         inputs.append(args.weights)
-    if os.path.isdir(outdir):
-        check = images.check_output_path
-    else:
-        # The directory is made by run() once every input has loaded, so a failed command leaves nothing behind.
-        # Nothing inside a directory that does not exist yet can be an input; the parent must be writable.
-        if not os.access(parent, os.W_OK):
-            raise UsageError(f"{outdir}: parent directory {parent} is not writable — choose another -o")
-        check = lambda path, inputs, allowed=None: path
+    if not os.path.isdir(outdir) and not os.access(parent, os.W_OK):
+        raise UsageError(f"{outdir}: parent directory {parent} is not writable — choose another -o")
+    # The directory is made by run() once every input has loaded, so a failed command leaves nothing behind.
+    check = functools.partial(images.check_output_path, create_directory=True)
     paths = [check(os.path.join(outdir, f"{n}.png"), inputs) for n in names]
     sheet = check(os.path.join(outdir, SHEET), inputs)
     report = check(os.path.join(outdir, REPORT), inputs, allowed=(".json",))

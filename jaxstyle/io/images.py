@@ -234,33 +234,6 @@ def resize_to(image, size: tuple[int, int]) -> np.ndarray:
     return np.clip(np.stack(channels, axis=-1), 0.0, 1.0).astype(np.float32)
 
 
-def resize_long_side(image, size: int) -> np.ndarray:
-    """Resize so the longer side is ``size`` pixels, keeping the aspect ratio.
-
-    The short side never drops below :data:`MIN_SIZE` (very long panoramas get slightly squashed instead of
-    becoming too thin for the network).
-    """
-    size = int(size)
-    if size < MIN_SIZE:
-        raise UsageError(f"image size must be at least {MIN_SIZE} pixels, got {size}")
-    image = _check_image(image)
-    h, w = image.shape[:2]
-    scale = size / max(h, w)
-    new = (max(MIN_SIZE, round(h * scale)), max(MIN_SIZE, round(w * scale)))
-    if h >= w:
-        new = (size, new[1])
-    else:
-        new = (new[0], size)
-    return resize_to(image, new)
-
-
-def scale_style(image, content_long_side: int, style_scale: float = 1.0) -> np.ndarray:
-    """Resize a style image so its long side is ``style_scale`` x the content's (Johnson's neural-style rule)."""
-    if not (style_scale > 0 and math.isfinite(style_scale)):
-        raise UsageError(f"style scale must be a positive number, got {style_scale}")
-    return resize_long_side(image, max(MIN_SIZE, round(content_long_side * style_scale)))
-
-
 # --------------------------------------------------------------------------------------------- saving
 
 
@@ -316,23 +289,21 @@ def save_gif(path, frames: Iterable, *, duration_ms: int = 100, loop: int = 0) -
                      loop=int(loop))
 
 
-def check_output_path(path, inputs=(), *, allowed: Sequence[str] = OUTPUT_EXTENSIONS, force: bool = True) -> str:
+def check_output_path(path, inputs=(), *, allowed: Sequence[str] = OUTPUT_EXTENSIONS,
+                      create_directory: bool = False) -> str:
     """Validate an output path before any work starts; return it. Raises :class:`UsageError` (one line).
 
-    Refused: a missing or unwritable directory, an extension not in ``allowed``, a path that is a directory, the
-    same file as any of ``inputs`` (compared by real path and, where both exist, by inode), and an existing
-    file when ``force`` is False.
+    Refused: a missing or unwritable directory, an extension not in ``allowed``, a path that is a directory, and
+    the same file as any of ``inputs`` (compared by real path and, where both exist, by inode). An existing
+    output is fine: outputs are replaced (atomically), inputs never. With ``create_directory`` the directory may
+    be one the caller makes later: then its nearest existing ancestor must be writable.
     """
     path = os.fspath(path)
     allowed = tuple(a.lower() for a in allowed)
     if os.path.isdir(path):
         raise UsageError(f"{path}: output is a directory — give a file name ending in {', '.join(allowed)}")
     _extension(path, allowed)
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise UsageError(f"{path}: output directory {directory} does not exist — create it first")
-    if not os.access(directory, os.W_OK | os.X_OK):
-        raise UsageError(f"{path}: output directory {directory} is not writable — choose another location")
+    _check_directory(path, create_directory)
     real = os.path.realpath(path)
     for source in inputs:
         if source is None:
@@ -346,9 +317,18 @@ def check_output_path(path, inputs=(), *, allowed: Sequence[str] = OUTPUT_EXTENS
                 same = False
         if same:
             raise UsageError(f"{path}: output would overwrite the input {source} — choose another output name")
-    if not force and os.path.exists(path):
-        raise UsageError(f"{path}: output already exists — choose another name or allow overwriting")
     return path
+
+
+def _check_directory(path: str, create_directory: bool) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        if not create_directory:
+            raise UsageError(f"{path}: output directory {directory} does not exist — create it first")
+        while not os.path.isdir(directory):  # the ancestor the missing directories would be made in
+            directory = os.path.dirname(directory)
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise UsageError(f"{path}: output directory {directory} is not writable — choose another location")
 
 
 # --------------------------------------------------------------------------------------------- contact sheets

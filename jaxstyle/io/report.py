@@ -48,11 +48,6 @@ def write_jsonl(path, records: Iterable[dict]) -> None:
         f.writelines(lines)
 
 
-def read_jsonl(path) -> list[dict]:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
 def plot_loss_curve(path, history: Sequence[dict], totals: Sequence[tuple[int, float]] = (), *,
                     title: str | None = None) -> None:
     """Plot the loss terms against the iteration on a log scale and save the figure atomically.

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import re
 from typing import Iterable, Sequence
 
 import flax.linen as nn
@@ -61,13 +60,6 @@ def layer_names(arch: str) -> tuple[str, ...]:
             names += [f"conv{b}_{i}", f"relu{b}_{i}"]
         names.append(f"pool{b}")
     return tuple(names)
-
-
-def layer_channels(arch: str, layer: str) -> int:
-    """Number of channels N_l of a layer's output (every conv in a block has the same width)."""
-    validate_layers(arch, [layer])
-    block = int(re.match(r"[a-z]+(\d)", layer).group(1))
-    return ARCHITECTURES[arch][block - 1][0]
 
 
 def _check_arch(arch: str) -> None:
