@@ -10,7 +10,7 @@ import pytest
 
 import jaxstyle
 from jaxstyle import gatys, objective
-from jaxstyle.nets import precision
+from jaxstyle import extract_features
 
 CONFIG = gatys.StyleConfig(image_size=32, content_layers=("relu2_1",), style_layers=("relu1_1", "relu2_1"))
 
@@ -48,7 +48,7 @@ def test_lower_precisions_track_float32(setup):
 
 def test_bfloat16_activations_float32_features(setup):
     model, content, _ = setup
-    feats = precision.extract_features(model, content, ("relu1_1",), "bfloat16")
+    feats = extract_features(model, content, ("relu1_1",), "bfloat16")
     assert feats["relu1_1"].dtype == jnp.float32
     exact = jaxstyle.extract_features(model, content, ("relu1_1",))["relu1_1"]
     # Values are bf16-rounded (relative step 2^-8), not the float32 ones.

@@ -11,7 +11,7 @@ from .. import colour
 from ..errors import UsageError
 from ..nets import vgg
 from ..nets.model import VGGModel
-from ..nets.precision import extract_features
+from ..nets.model import extract_features
 from ..objective.perceptual import LossSpec, LossWeights
 from ..objective.targets import Targets, content_targets, style_targets
 from .config import INITS, StyleConfig, loss_spec, loss_weights

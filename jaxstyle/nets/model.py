@@ -8,6 +8,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
+from . import precision as precision_lib
 from . import vgg, weights
 from ..errors import UsageError
 
@@ -69,13 +70,17 @@ def load_vgg(path_or_random="random", pooling: str = "max", *, arch: str | None 
                     source=str(info["source"]), source_sha256=str(info["source_sha256"]))
 
 
-def extract_features(model: VGGModel, images: jax.Array, layers: Sequence[str]) -> dict[str, jax.Array]:
-    """Features of ``images`` (NHWC RGB in [0, 1], or one HWC image) at ``layers``: ``{name: array}``.
+def extract_features(model: VGGModel, images: jax.Array, layers: Sequence[str],
+                     precision: str = precision_lib.DEFAULT) -> dict[str, jax.Array]:
+    """Features of ``images`` (NHWC RGB in [0, 1], or one HWC image) at ``layers``: ``{name: float32 array}``.
 
     Pure and jit-able. The network stops after the deepest requested layer. No gradient ever flows into the
-    weights (``stop_gradient``), so differentiating through this costs input gradients only.
+    weights (``stop_gradient``), so differentiating through this costs input gradients only. ``precision``
+    (static: it changes the traced program) is the conv stack's, :mod:`jaxstyle.nets.precision`; the features
+    returned are float32 whatever it is.
     """
     layers = vgg.validate_layers(model.arch, layers)
+    dtype = precision_lib.compute_dtype(precision)
     images = jnp.asarray(images)
     single = images.ndim == 3
     if single:
@@ -84,6 +89,7 @@ def extract_features(model: VGGModel, images: jax.Array, layers: Sequence[str]) 
         raise ValueError(f"images must be NHWC with 3 channels (or one HWC image), got shape {images.shape}")
     if min(images.shape[1:3]) < vgg.MIN_SIZE:
         raise ValueError(f"images must be at least {vgg.MIN_SIZE}x{vgg.MIN_SIZE}, got {images.shape[1:3]}")
-    params = jax.lax.stop_gradient(model.params)
-    out = model.module.apply(params, images, layers=layers)
-    return {name: value[0] for name, value in out.items()} if single else out
+    params = jax.tree.map(lambda p: p.astype(dtype), jax.lax.stop_gradient(model.params))
+    with jax.default_matmul_precision(precision_lib.CONV_PRECISION[precision]):
+        out = model.module.apply(params, images.astype(dtype), layers=layers)
+    return {name: (value[0] if single else value).astype(jnp.float32) for name, value in out.items()}

@@ -1,7 +1,8 @@
 """Numeric precision of the VGG forward/backward pass: ``float32`` (default), ``tf32`` or ``bfloat16``.
 
 The convolutions are >99% of the work (docs/algorithm.md, "Cost"); the losses are not. So precision is a
-property of feature extraction only, applied in one place (:func:`extract_features`):
+property of feature extraction only, applied in one place (:func:`jaxstyle.nets.model.extract_features`); this
+module is the policy it applies:
 
 - ``float32``: float32 activations and convolutions at HIGHEST precision (true float32 everywhere; on Ampere+
   GPUs XLA's default precision would otherwise use TF32 for float32 convolutions).
@@ -20,19 +21,14 @@ the loss landscape for speed and memory. ``benchmarks/run.py --phases levers`` m
 
 from __future__ import annotations
 
-from typing import Sequence
-
-import jax
 import jax.numpy as jnp
-
-from .model import VGGModel
-from .model import extract_features as _extract_features
 
 PRECISIONS = ("float32", "tf32", "bfloat16")
 DEFAULT = "float32"
 
-# jax.default_matmul_precision names for the convolutions of each mode.
-_CONV_PRECISION = {"float32": "highest", "tf32": "tensorfloat32", "bfloat16": "bfloat16"}
+# jax.default_matmul_precision names for the convolutions of each mode (XLA lowers them as HIGHEST, HIGH and
+# DEFAULT; tests/test_precision.py checks the lowered program).
+CONV_PRECISION = {"float32": "highest", "tf32": "tensorfloat32", "bfloat16": "bfloat16"}
 _COMPUTE_DTYPE = {"float32": jnp.float32, "tf32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
@@ -47,23 +43,3 @@ def check(precision: str) -> str:
 def compute_dtype(precision: str):
     """Activation dtype of the conv stack for ``precision``."""
     return _COMPUTE_DTYPE[check(precision)]
-
-
-def cast_model(model: VGGModel, precision: str) -> VGGModel:
-    """``model`` with its weights in the compute dtype of ``precision`` (a no-op for float32/tf32)."""
-    dtype = compute_dtype(precision)
-    if dtype == jnp.float32:
-        return model
-    return model.replace(params=jax.tree.map(lambda p: p.astype(dtype), model.params))
-
-
-def extract_features(model: VGGModel, images: jax.Array, layers: Sequence[str],
-                     precision: str = DEFAULT) -> dict[str, jax.Array]:
-    """:func:`jaxstyle.nets.model.extract_features` at ``precision``; the features returned are always float32.
-
-    Pure and jit-able; ``precision`` must be static (it changes the traced program).
-    """
-    dtype = compute_dtype(precision)
-    with jax.default_matmul_precision(_CONV_PRECISION[precision]):
-        feats = _extract_features(cast_model(model, precision), jnp.asarray(images).astype(dtype), layers)
-    return {name: f.astype(jnp.float32) for name, f in feats.items()}

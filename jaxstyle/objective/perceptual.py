@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from ..nets.model import VGGModel
-from ..nets.precision import extract_features
+from ..nets.model import extract_features
 from .losses import content_loss, style_layer_loss, tv_loss
 from .targets import Targets
 

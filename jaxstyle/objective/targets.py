@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from ..nets.model import VGGModel
-from ..nets.precision import extract_features
+from ..nets.model import extract_features
 from .losses import gram_matrix
 
 class Targets(NamedTuple):
