@@ -20,10 +20,11 @@ def core():
     driver's compiled programs (``problem`` and ``run`` are the modules, for the variants that patch them)."""
     from jaxstyle import gatys, objective
     from jaxstyle.gatys import problem, run
+    from jaxstyle.optim import loop
 
     return types.SimpleNamespace(StyleConfig=gatys.StyleConfig, prepare=gatys.prepare, init_image=gatys.init_image,
                                  total_loss=objective.total_loss, content_targets=objective.content_targets,
-                                 style_targets=objective.style_targets, problem=problem, run=run)
+                                 style_targets=objective.style_targets, problem=problem, run=run, loop=loop)
 
 
 def weights_file(directory: str | None = None) -> str:
@@ -93,3 +94,24 @@ def init_noise(size: int, seed: int = 0) -> np.ndarray:
     """The same white-noise start for both sides (jaxstyle's own init for ``seed``)."""
     stylize = core()
     return np.asarray(stylize.init_image("noise", (size, size, 3), seed=seed))
+
+
+def adam_chunk(problem, model, *, donate: bool = True):
+    """run_stylize's compiled while_loop chunk (the GPU/TPU program) for Adam at lr 0.02: ``(x, n)`` -> the image
+    after ``n`` iterations from ``x``. ``donate=False``: the same program without donating the optimiser state."""
+    import jax
+    import jax.numpy as jnp
+
+    from jaxstyle.gatys import run
+    from jaxstyle.optim import loop
+
+    key = ("adam", 0.02, 100)
+    opt, chunk = run._optimizer(*key), run._programs(problem.spec, key)[1]
+    if not donate:
+        chunk = jax.jit(chunk.__wrapped__, static_argnames=("max_steps",))
+
+    def go(x, n):
+        state = loop.init(opt, x)._replace(stop_at=jnp.int32(n))
+        return chunk(model, problem.targets, problem.weights, *run._split(state), max_steps=n)[0].x
+
+    return go

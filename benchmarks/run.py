@@ -20,6 +20,7 @@ Both sides use the same random VGG19 (one ``.npz``), the same images, the same l
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import os
@@ -238,28 +239,22 @@ def worker_first_iter(size: int, cache: str, variant: str = "default") -> dict:
     jax.block_until_ready(stylize.prepare(model, content, [style], config).targets)
     t_prepare_again = time.perf_counter() - t
     key = (config.optimizer, config.learning_rate, config.lbfgs_memory)
-    opt, run, _ = stylize.run._compiled(problem.spec, key)
+    step, chunk = stylize.run._programs(problem.spec, key)[:2]
     x = stylize.init_image("noise", problem.shape, seed=0)
-    state = jax.tree.map(lambda a: jnp.array(a, copy=True), opt.init(x))
+    state = stylize.loop.init(stylize.run.optimizer_of(config), x)._replace(stop_at=jnp.int32(1))
     # What run_stylize executes on this backend: one jitted loop-free step per iteration on CPU (the host
     # loop), the compiled while_loop chunk elsewhere.
-    host = stylize.run.host_loop_default() and opt.step is not None
-    args = (model, x, state, problem.targets, problem.weights)
+    host = stylize.run.host_loop_default()
+    args = (model, problem.targets, problem.weights, *stylize.run._split(state))
     t = time.perf_counter()
-    if host:
-        lowered = stylize.run._compiled_step(problem.spec, key).lower(*args)
-    else:
-        lowered = run.lower(*args, jnp.int32(1), max_steps=50)
+    lowered = step.lower(*args) if host else chunk.lower(*args, max_steps=50)
     t_trace = time.perf_counter() - t
     t = time.perf_counter()
     exe = lowered.compile()
     t_compile = time.perf_counter() - t
     t = time.perf_counter()
-    if host:
-        new_x, _, _, used = exe(*args)
-    else:
-        out = exe(*args, jnp.int32(1))
-        new_x, used = out.x, out.evaluations
+    new_state = exe(*args)[0]
+    new_x, used = new_state.x, new_state.evaluations
     jax.block_until_ready(new_x)
     t_iter = time.perf_counter() - t
     return {"size": size, "variant": variant, "program": "host-loop step" if host else "while_loop chunk",
@@ -380,42 +375,36 @@ def phase_memory(args) -> dict:
 
 
 def _jax_trace(name, size, max_evals, path, lr):
-    import jax
     import jax.numpy as jnp
-    import numpy as np
 
     from benchmarks import common
 
     stylize = common.core()
     model, problem, config = common.jax_problem(size, path)
-    key = (name, lr, config.lbfgs_memory)
-    opt, run, terms = stylize.run._compiled(problem.spec, key)
-    x = jnp.asarray(common.init_noise(size))
-    state = jax.tree.map(lambda a: jnp.array(a, copy=True), opt.init(x))
-    a = (problem.targets, problem.weights)
-    # The program run_stylize uses on this backend (CPU: the loop-free step; same arithmetic either way).
-    step = stylize.run._compiled_step(problem.spec, key) if stylize.run.host_loop_default() and opt.step else None
+    config = dataclasses.replace(config, optimizer=name, learning_rate=lr)
+    # The programs run_stylize uses on this backend (CPU: the loop-free step; same step either way).
+    programs = stylize.run.programs(problem, config, model, host_loop=stylize.run.host_loop_default())
+    state = stylize.loop.init(stylize.run.optimizer_of(config), jnp.asarray(common.init_noise(size)))
     # One iteration per call, so the evaluations each iteration used are known exactly; the loss at x_k is the
     # value the next call reports (its loss at the start of its step).
     trace, evals, t0 = [], 0, time.perf_counter()
     pending = None
     while evals < max_evals:
-        if step is not None:
-            new_x, new_state, value, used = step(model, x, state, *a)
-            value, ok = float(value), bool(np.isfinite(float(value)))
+        state = programs.set_stop(state, int(state.iteration) + 1)
+        before = int(state.evaluations)
+        if programs.step is not None:
+            state, value = programs.step(state)
         else:
-            out = run(model, x, state, *a, jnp.int32(1), max_steps=1)
-            new_x, new_state, value, used = out.x, out.state, float(out.values[0]), out.evaluations
-            ok = int(out.steps) == 1
+            state, values = programs.chunk(state, 1)
+            value = values[0]
         if pending is not None:
-            trace.append((pending, value, time.perf_counter() - t0))
-        x, state = new_x, new_state
-        if not ok:
+            trace.append((pending, float(value), time.perf_counter() - t0))
+        if not bool(state.finite):
             break
-        evals += int(used)
+        evals += int(state.evaluations) - before
         pending = evals
     if pending is not None and evals <= max_evals:
-        trace.append((pending, float(terms(model, x, *a)["total"]), time.perf_counter() - t0))
+        trace.append((pending, float(programs.terms(state.x)["total"]), time.perf_counter() - t0))
     return [t for t in trace if t[0] <= max_evals]
 
 
@@ -531,25 +520,22 @@ def phase_levers(args) -> dict:
                  f"{base_fn._cache_size()} (no recompilation)"})
     # Iterations per dispatch and donation: Adam (one evaluation per iteration), 6 iterations.
     n_it = 6
-    opt, run, _ = stylize.run._compiled(problem.spec, ("adam", 0.02, 100))
-    fresh = lambda: (jnp.array(x, copy=True), jax.tree.map(lambda v: jnp.array(v, copy=True), opt.init(x)))
+    donated, undonated = common.adam_chunk(problem, model), common.adam_chunk(problem, model, donate=False)
 
-    def chunked(n_per_call, fn, **kw):
+    def chunked(n_per_call, fn):
         def go():
-            xi, si = fresh()
+            xi = jnp.array(x, copy=True)
             for _ in range(n_it // n_per_call):
-                out = fn(model, xi, si, *a, jnp.int32(n_per_call), **kw)
-                xi, si = out.x, out.state
+                xi = fn(xi, n_per_call)
             return xi
         return go
 
     add("iterations per dispatch", f"{n_it} Adam iterations, one call per iteration",
-        chunked(1, run, max_steps=1), note=f"time for {n_it} iterations")
+        chunked(1, donated), note=f"time for {n_it} iterations")
     add("iterations per dispatch", f"{n_it} Adam iterations in one while_loop call",
-        chunked(n_it, run, max_steps=n_it), note=f"time for {n_it} iterations")
-    undonated = jax.jit(run.__wrapped__ if hasattr(run, "__wrapped__") else run, static_argnames=("max_steps",))
+        chunked(n_it, donated), note=f"time for {n_it} iterations")
     add("donation", f"{n_it} Adam iterations in one call, no buffer donation",
-        chunked(n_it, undonated, max_steps=n_it), note=f"time for {n_it} iterations")
+        chunked(n_it, undonated), note=f"time for {n_it} iterations")
     # Torch eager, same levers where they apply to PyTorch.
     _, loss = common.torch_problem(size, path)
     xt = torch_gatys.to_nchw(common.init_noise(size))
@@ -610,19 +596,15 @@ def phase_loop(args) -> dict:
             x, s, _ = step(model, x, s, *a)
         return x
 
-    opt, run, _ = stylize.run._compiled(problem.spec, ("adam", 0.02, 100))
-
-    def chunked(n):
-        x = jnp.array(x0, copy=True)
-        s = jax.tree.map(lambda v: jnp.array(v, copy=True), opt.init(x))
-        return run(model, x, s, *a, jnp.int32(n), max_steps=n).x
+    adam_chunk = common.adam_chunk(problem, model)
+    chunked = lambda n: adam_chunk(jnp.array(x0, copy=True), n)
 
     n = 3
     rows = [{"variant": "one loss-and-gradient call (jit, no loop)", "per_eval_s":
              _median_time(lambda: single(model, x0, *a), reps)},
             {"variant": f"Adam, {n} loop-free jitted steps dispatched from Python", "per_eval_s":
              _median_time(lambda: loop_free(n), reps) / n},
-            {"variant": f"Adam, {n} iterations in run_stylize's lax.while_loop chunk (optim._while_chunk)",
+            {"variant": f"Adam, {n} iterations in run_stylize's lax.while_loop chunk (optim.loop.run_chunk)",
              "per_eval_s": _median_time(lambda: chunked(n), reps) / n}]
     for r in rows:
         print(f"loop {r['variant']}: {r['per_eval_s']:.3f}s per evaluation", flush=True)

@@ -6,12 +6,25 @@ exits with ``error.exit_code``; it never shows a traceback for them.
 
 from __future__ import annotations
 
+import lzma
+import struct
+import tokenize
+import zipfile
+import zlib
+
 # Exit statuses, one home. argparse already exits 2 on bad command lines, so usage errors share it.
 EXIT_OK = 0
 EXIT_USAGE = 2  # the command line or an option value is wrong
 EXIT_DATA = 3  # an input file (image, weights, checkpoint) is missing, unreadable or invalid
 EXIT_NONFINITE = 4  # the optimisation produced a non-finite loss; the last finite image was kept
 EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT), after writing the last good image
+
+# What zipfile/numpy raise on damaged .npz archives besides ValueError (found by tests/test_fuzz.py): unsupported
+# zip versions, compression methods or encryption flags, broken npy header text, corrupt compressed streams,
+# shapes too large to allocate. Readers of weights and checkpoints turn each into one InputError line.
+DAMAGED_ARCHIVE = (OSError, EOFError, zipfile.BadZipFile, zlib.error, lzma.LZMAError, NotImplementedError,
+                   RuntimeError, tokenize.TokenError, SyntaxError, TypeError, RecursionError, struct.error,
+                   OverflowError, MemoryError)
 
 
 class JaxstyleError(Exception):

@@ -48,8 +48,7 @@ def instrumented(probe):
 
     def retrace():
         # Compiled code closes over the module's functions: make every cached jit retrace with the current ones.
-        RUN._compiled.cache_clear()
-        RUN._compiled_step.cache_clear()
+        RUN._programs.cache_clear()
         for name in ("_content_targets_jit", "_style_targets_jit"):  # prepare's jitted targets
             getattr(PROBLEM, name).clear_cache()
 

@@ -56,8 +56,8 @@ def test_while_loop_resume_continues_exactly(model, images):
     """10 iterations, then the returned resume state for 10 more: the uninterrupted run's image, bit for bit."""
     whole = run(model, images, host_loop=False)
     first = run(model, images, dataclasses.replace(LIGHT, iterations=10), host_loop=False)
-    assert first.resume is not None and first.resume.iteration == 10
-    second = run(model, images, resume=first.resume, host_loop=False)
+    assert first.state is not None and int(first.state.iteration) == 10
+    second = run(model, images, resume=first.state, history=first.history, host_loop=False)
     assert second.iterations == 20 and second.evaluations == whole.evaluations
     np.testing.assert_array_equal(second.image, whole.image)
 
@@ -74,7 +74,7 @@ def test_while_loop_nan_mid_run_keeps_last_finite_iterate(model, images, probe, 
     """As test_optimize's host-loop test: NaN from evaluation bad+1 on (x_bad is the first non-finite iterate)."""
     probe.evals, probe.nan_after = 0, bad + 1
     r = run(model, images, chunk=5, host_loop=False)
-    assert r.status == "nonfinite" and r.resume is None
+    assert r.status == "nonfinite" and r.state is None
     assert np.isfinite(r.image).all()
     assert r.iterations == bad - 1, r.message
     assert f"iteration {bad}" in r.message and f"image of iteration {bad - 1}" in r.message, r.message

@@ -103,7 +103,7 @@ def test_scipy_lbfgs_converges_and_counts_iterations(model, images):
 def test_adam_converges_and_stays_in_box(model, images):
     raw = []
     config = gatys.StyleConfig(image_size=64, iterations=40, optimizer="adam")
-    assert_falls(model, images, config, 5.0, chunk=20, callback=lambda p: raw.append(np.asarray(p.x)))
+    assert_falls(model, images, config, 5.0, chunk=20, callback=lambda p: raw.append(np.asarray(p.state.x)))
     # Adam projects every step: the raw iterate (not the clipped copy) is inside [0, 1]
     assert len(raw) == 2 and all(x.min() >= 0.0 and x.max() <= 1.0 for x in raw)
 

@@ -16,12 +16,13 @@ import signal
 import subprocess
 import sys
 import time
+import types
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from jaxstyle.io.checkpoint import load_checkpoint
+from jaxstyle.io import checkpoint
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(REPO, "scripts", "stylize.py")
@@ -42,6 +43,12 @@ def env():
 def cli(*args, cwd):
     return subprocess.run([sys.executable, SCRIPT, *map(str, args)], cwd=cwd, env=env(), capture_output=True,
                           text=True, timeout=300)
+
+
+def load_checkpoint(path):
+    """(the run state's iteration and image, the checkpoint's metadata)."""
+    tree, meta = checkpoint.load(path)
+    return types.SimpleNamespace(iteration=int(tree["run"]["iteration"]), x=tree["run"]["x"]), meta
 
 
 def pixels(path) -> np.ndarray:

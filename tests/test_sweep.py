@@ -34,6 +34,7 @@ from jaxstyle import gatys, load_vgg
 from jaxstyle.io import images
 from jaxstyle.cli import main
 from jaxstyle.gatys.run import run_stylize
+from jaxstyle.optim import loop
 from jaxstyle.gatys.sweep import DEFAULT_CONFIG, count_evaluations, normalize_settings, run_configs, stylize_many
 
 sweep_mod = importlib.import_module("jaxstyle.gatys.sweep")
@@ -143,33 +144,33 @@ def test_each_vmapped_iteration_equals_the_single_iteration(inputs, model, optim
     run_mod = importlib.import_module("jaxstyle.gatys.run")
     config = dataclasses.replace(CONFIG, optimizer=optimizer, learning_rate=0.05)
     configs = run_configs(normalize_settings(SETTINGS, config, 2), config, model.arch, 2)
-    m = model.replace(module=model.module.clone(pooling=config.pooling))
+    m = model.with_pooling(config.pooling)
     problem = gatys.prepare(m, inputs[0], inputs[1], config)
     key = (optimizer, config.learning_rate, config.lbfgs_memory)
-    opt, run, _, _, _, _, step_fn, _ = sweep_mod._compiled(problem.spec, key, sweep_mod.default_mesh())
-    single = run_mod._compiled_step(problem.spec, key)
+    vstep, vchunk = sweep_mod._programs(problem.spec, key, sweep_mod.default_mesh())[:2]
+    single = run_mod._programs(problem.spec, key)[0]
     ws = [gatys.loss_weights(c, 2) for c in configs]
     stacked = jax.tree.map(lambda *a: jnp.stack([jnp.asarray(v) for v in a]), *ws)
     xs = jnp.stack([gatys.init_image("noise", problem.shape, seed=c.seed) for c in configs])
-    states = jax.jit(jax.vmap(opt.init))(xs)
+    opt = run_mod.optimizer_of(config)
+    states = jax.vmap(lambda x: loop.init(opt, x))(xs)
     copy = lambda tree: jax.tree.map(lambda a: jnp.array(a, copy=True), tree)
+    split, targets = run_mod._split, problem.targets
     for _ in range(3):
-        # Both vmapped loop forms from the same (xs, states); states are donated, so each gets a copy.
-        hx, _, hstate, hvalue, hused = step_fn(m, xs, xs, copy(states), problem.targets, stacked,
-                                               jnp.ones(4, bool))
-        chunk = run(m, xs, copy(states), problem.targets, stacked, jnp.ones(4, jnp.int32), 1)
+        states = states._replace(stop_at=states.iteration + 1)  # one step each
+        # Both vmapped loop forms from the same states; optimiser states are donated, so each gets a copy.
+        host, hvalue = vstep(m, targets, stacked, *split(copy(states)))
+        chunk, cvalues = vchunk(m, targets, stacked, *split(copy(states)), 1)
         for k in range(4):
-            x1, s1, v1, used1 = single(m, xs[k], copy(jax.tree.map(lambda a: a[k], states)), problem.targets, ws[k])
-            for name, bx, bstate, bvalue, bused in (("host step", hx, hstate, hvalue[k], hused[k]),
-                                                    ("while chunk", chunk.x, chunk.state, chunk.values[k, 0],
-                                                     chunk.evaluations[k])):
+            s1, v1 = single(m, targets, ws[k], *split(copy(jax.tree.map(lambda a: a[k], states))))
+            for name, b, bvalue in (("host step", host, hvalue[k]), ("while chunk", chunk, cvalues[k, 0])):
                 np.testing.assert_allclose(bvalue, v1, rtol=1e-5, err_msg=f"{name}, run {k}")
-                assert int(bused) == int(used1), f"{name}, run {k}: evaluations"
-                np.testing.assert_allclose(bx[k], x1, rtol=0, atol=1e-5, err_msg=f"{name}, run {k}: image")
-                for a, b in zip(jax.tree.leaves(bstate), jax.tree.leaves(s1)):
-                    np.testing.assert_allclose(np.asarray(a[k], np.float64), np.asarray(b, np.float64),
+                assert int(b.evaluations[k]) == int(s1.evaluations), f"{name}, run {k}: evaluations"
+                np.testing.assert_allclose(b.x[k], s1.x, rtol=0, atol=1e-5, err_msg=f"{name}, run {k}: image")
+                for a, c in zip(jax.tree.leaves(b.opt_state), jax.tree.leaves(s1.opt_state)):
+                    np.testing.assert_allclose(np.asarray(a[k], np.float64), np.asarray(c, np.float64),
                                                rtol=1e-4, atol=1e-5, err_msg=f"{name}, run {k}: state")
-        xs, states = hx, hstate
+        states = host
 
 
 def test_a_run_whose_loss_becomes_non_finite_stops_alone_like_its_single_run(inputs, model):

@@ -1,8 +1,8 @@
 """Checkpoints of ``jaxstyle stylize`` runs: what a checkpoint records, how ``--resume`` rebuilds the run from it,
 and the check that the inputs are still the ones the run started with.
 
-The arrays (image, optimiser state, iteration, evaluations, history) are :mod:`jaxstyle.io.checkpoint`'s; this module
-adds the run description (``meta/run``, JSON): the StyleConfig, every input path with its sha256, the weights
+A checkpoint is a :mod:`jaxstyle.io.checkpoint` file holding the run state (``run/...``: the image, the optimiser
+state, the counters) and, as its metadata, the loss history and the run description: the StyleConfig, every input path with its sha256, the weights
 and their sha256 (or "random"), the architecture, every output path, the print/save/checkpoint intervals,
 ``--max-pixels``, the chunk length, and the state of the reports (log records, loss values, saved frames) so a
 resumed run's log, loss curve and GIF continue where the interrupted run's stopped.
@@ -15,6 +15,8 @@ import dataclasses
 import hashlib
 import os
 
+from ..gatys.run import state_template
+from ..io import checkpoint
 from ..io.checkpoint import CheckpointError
 from ..nets import weights
 from ..errors import UsageError
@@ -24,6 +26,7 @@ KIND = "jaxstyle stylize"
 # Options --resume lets the user change: --iterations (extend the run), -o (write elsewhere; the derived outputs
 # follow it), -q (no effect on the result). Anything else must come from the checkpoint.
 OVERRIDABLE = ("iterations", "output", "quiet", "resume")
+FIX = "start the run again without --resume"
 _FIX = "start a new run without --resume"
 
 
@@ -59,6 +62,27 @@ def run_record(plan, arch: str, hashes: dict) -> dict:
         # ones (GIF, frames, last-good image, checkpoint) along with it.
         "given": {"gif": _abs(plan.given["gif"]), "checkpoint": _abs(plan.given["checkpoint"])},
     }
+
+
+def save(path, state, history: list, record: dict) -> None:
+    """Write the run state, its loss history and the run description ``record`` to the checkpoint ``path``."""
+    checkpoint.save(path, {"run": state}, {**record, "history": history, "iteration": int(state.iteration)})
+
+
+def iteration_of(record: dict, ckpt: str) -> int:
+    """The iteration a checkpoint was written at (from its metadata)."""
+    value = record.get("iteration")
+    if record.get("kind") != KIND or not isinstance(value, int):
+        raise CheckpointError(ckpt, f"not a stylize checkpoint (kind {record.get('kind')!r})", _FIX)
+    return value
+
+
+def read_state(ckpt: str, config, shapes: dict):
+    """The run state of a checkpoint, checked against what a run of ``config`` holds."""
+    if "run/x" not in shapes or len(shapes["run/x"].shape) != 3:
+        raise CheckpointError(ckpt, "holds no HWC image (run/x)", FIX)
+    like = {"run": state_template(config, shapes["run/x"].shape)}
+    return checkpoint.load(ckpt, like, fix=FIX)[0]["run"]
 
 
 def input_hashes(plan) -> dict:

@@ -21,9 +21,9 @@ import numpy as np
 from ..colour import COLOR_MATCH_METHODS
 from ..errors import EXIT_INTERRUPTED, EXIT_NONFINITE, NonFiniteLossError, UsageError
 from ..gatys.config import INITS, MODES, ORIGINAL_COLORS, StyleConfig
-from ..gatys.run import ResumeState, run_stylize
+from ..gatys.run import run_stylize
 from ..io import compilation_cache, images, report
-from ..io.checkpoint import load_checkpoint, save_checkpoint
+from ..io import checkpoint as checkpoint_file
 from ..io.target_cache import TargetCache
 from ..nets import vgg, weights
 from ..nets.precision import PRECISIONS
@@ -397,7 +397,7 @@ class Monitor:
         self.frames: list[str] = []
         self._last_log = 0
         self.last_saved = 0
-        self.checkpoint = None  # set by run(): ResumeState -> None, writes a checkpoint
+        self.checkpoint = None  # set by run(): (RunState, history) -> None, writes a checkpoint
         self._last_checkpoint = 0
         self._resumed_at = 0
         # disable=None: tqdm turns itself off when stderr is not a terminal; lines are printed instead.
@@ -442,21 +442,16 @@ class Monitor:
 
     def _maybe_checkpoint(self, p) -> None:
         every = self.plan.checkpoint_every
-        previous = self.history[-2]["iteration"] if len(self.history) > 1 else self._resumed_at
-        full = p.iteration - previous == min(self.plan.chunk, p.iterations - previous)
-        if not (self.checkpoint and every and p.iteration // every > self._last_checkpoint // every and full):
+        if not (self.checkpoint and every and p.iteration // every > self._last_checkpoint // every):
             return
-        # ``full``: a chunk cut short stopped at a non-finite loss (the driver then breaks off); its optimiser
-        # state is not one to continue from. The state is written now, before the next chunk consumes it.
+        # A run stopped at a non-finite loss is no place to continue from; nor is a state holding a non-finite
+        # number. The state is written now, before the next chunk consumes it.
         import jax  # noqa: PLC0415 -- only needed here
 
-        # An iterate whose loss is already non-finite (its chunk ended before evaluating it) is no place to resume.
-        if not all(math.isfinite(v) for v in p.terms.values()) or not all(
-                np.all(np.isfinite(np.asarray(a))) for a in (p.x, *jax.tree.leaves(p.opt_state))
-                if np.issubdtype(np.asarray(a).dtype, np.inexact)):
+        if not bool(p.state.finite) or not all(np.all(np.isfinite(np.asarray(a))) for a in jax.tree.leaves(p.state)
+                                               if np.issubdtype(np.asarray(a).dtype, np.inexact)):
             return
-        history = [{k: v for k, v in r.items() if k != "evaluations"} for r in self.history]
-        self.checkpoint(ResumeState(p.x, p.opt_state, p.iteration, p.evaluations, history))
+        self.checkpoint(p.state, [{k: v for k, v in r.items() if k != "evaluations"} for r in self.history])
         self._last_checkpoint = p.iteration
 
     def log(self, record: dict) -> None:
@@ -480,11 +475,11 @@ class Monitor:
 
 def run(args) -> int:
     compilation_cache.enable()
-    resume = record = None
+    record = shapes = resumed = None
     if getattr(args, "resume", None):
         # The run's settings come from the checkpoint; the command line may only extend or move it.
-        resume, record = load_checkpoint(args.resume)
-        args = checkpointing.resume_args(args, record, args.resume, resume.iteration)
+        record, shapes = checkpoint_file.describe(args.resume, fix=checkpointing.FIX)
+        args = checkpointing.resume_args(args, record, args.resume, checkpointing.iteration_of(record, args.resume))
     p = plan(args)
     if args.demo and args.weights is None:
         p = dataclasses.replace(p, weights=_demo_weights(args.quiet))
@@ -499,13 +494,15 @@ def run(args) -> int:
 
     monitor = Monitor(p, args.quiet)
     if record is not None:
-        monitor.restore(record.get("monitor") or {}, resume.iteration)
+        resumed = checkpointing.read_state(args.resume, config, shapes)
+        monitor.restore(record.get("monitor") or {}, int(resumed.iteration))
     if p.checkpoint:
         base = checkpointing.run_record(p, model.arch, hashes or checkpointing.input_hashes(p))
-        monitor.checkpoint = lambda state: save_checkpoint(p.checkpoint, state, {**base, "monitor": monitor.state()})
+        monitor.checkpoint = lambda state, history: checkpointing.save(p.checkpoint, state, history,
+                                                                        {**base, "monitor": monitor.state()})
     with StopRequest() as stop:
         result = run_stylize(content, styles, model, config, chunk=p.chunk, callback=monitor, init=init,
-                             resume=resume, should_stop=stop,
+                             resume=resumed, history=(record or {}).get("history", ()), should_stop=stop,
                              target_cache=None if getattr(args, "no_target_cache", False) else TargetCache.from_env())
     monitor.finish(result)
 
@@ -532,10 +529,10 @@ def run(args) -> int:
     if p.log:
         report.write_jsonl(p.log, monitor.logged)  # complete even when nothing was logged during the run
         written.append(p.log)
-    resumable = p.checkpoint and result.resume is not None and result.status in ("done", "interrupted")
+    resumable = p.checkpoint and result.state is not None and result.status in ("done", "interrupted")
     if resumable:
         # Also at the end of a finished run: the checkpoint stays, so --resume CKPT --iterations M can extend it.
-        monitor.checkpoint(result.resume)
+        monitor.checkpoint(result.state, result.history)
         written.append(p.checkpoint)
 
     if result.status == "interrupted":

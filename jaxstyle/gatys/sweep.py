@@ -3,7 +3,7 @@
 :func:`stylize_many` prepares the problem once (:func:`jaxstyle.gatys.prepare`: resizing, colour handling and
 the content/style targets are computed once and shared by every run, never K times), stacks K
 :class:`~jaxstyle.objective.LossWeights` (a pytree of arrays, so it vmaps) and K starting images, and runs the
-same optimiser interface as :func:`~jaxstyle.gatys.run_stylize` under ``jax.vmap``. The K axis is sharded over
+same run state machine as :func:`~jaxstyle.gatys.run_stylize` (:mod:`jaxstyle.optim.loop`) under ``jax.vmap``. The K axis is sharded over
 every device of a 1-D (or any) ``jax.sharding.Mesh``; the VGG parameters and the targets are replicated.
 
 Why the default optimiser of a sweep is ``lbfgs-nols``: under ``vmap`` a ``lax.cond`` whose predicate differs
@@ -27,14 +27,13 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
-from ..optim import optimizers as optim
 from ..errors import UsageError
 from ..nets.model import VGGModel
 from ..objective.perceptual import loss_terms, total_loss
+from ..optim import loop
+from . import run as single
 from .config import StyleConfig, loss_weights
 from .problem import init_image, prepare
-from .run import _compiled_step as _compiled_single_step
-from .run import _finish, host_loop_default
 
 # The sweep's one departure from StyleConfig's defaults (see the module docstring for the measurement).
 SWEEP_OPTIMIZER = "lbfgs-nols"
@@ -191,100 +190,74 @@ def _pad(tree, k_padded: int):
 
 
 @functools.lru_cache(maxsize=16)
-def _compiled(spec, opt_key: tuple, mesh: Mesh):
-    """The vmapped chunk and terms functions, jitted once for one loss structure, optimiser and mesh."""
-    opt = optim.make_optimizer(opt_key[0], learning_rate=opt_key[1], memory_size=opt_key[2])
-    batched = NamedSharding(mesh, _batch_spec(mesh))
-    replicated = NamedSharding(mesh, PartitionSpec())
+def _programs(spec, opt_key: tuple, mesh: Mesh):
+    """The vmapped step, chunk, terms and reject programs, jitted once per loss structure, optimiser and mesh.
 
-    def chunk(model, xs, states, targets, weights, n, max_steps):
-        def one(x, state, w, n):
-            # Targets and model are closed over, not mapped: one copy shared by all K runs.
-            return opt.run(lambda img: total_loss(img, model, targets, w, spec), x, state, n, max_steps)
+    Shardings as pytree prefixes: everything with a leading K axis is split over the mesh, the VGG parameters and
+    the targets are replicated; every output has a leading K axis. The optimiser state is donated (not the
+    images: the last completed chunk's images must survive a hard interrupt).
+    """
+    opt = single._optimizer(*opt_key)
+    batched, replicated = NamedSharding(mesh, _batch_spec(mesh)), NamedSharding(mesh, PartitionSpec())
 
-        return jax.vmap(one)(xs, states, weights, n)
+    def fun(model, targets, w):  # targets and model are closed over, not mapped: one copy shared by all K runs
+        return lambda img: total_loss(img, model, targets, w, spec)
+
+    def one_step(model, targets, weights, opt_state, rest):
+        return jax.vmap(lambda w, o, r: loop.step(opt, fun(model, targets, w), r._replace(opt_state=o)))(
+            weights, opt_state, rest)
+
+    def chunk(model, targets, weights, opt_state, rest, max_steps):
+        return jax.vmap(lambda w, o, r: loop.run_chunk(opt, fun(model, targets, w), r._replace(opt_state=o),
+                                                       max_steps))(weights, opt_state, rest)
 
     def terms(model, xs, targets, weights):
         return jax.vmap(lambda x, w: loss_terms(x, model, targets, w, spec))(xs, weights)
 
-    # Shardings as pytree prefixes: everything with a leading K axis is split over the mesh, the VGG parameters
-    # and targets are replicated; every output has a leading K axis.
-    run = jax.jit(chunk, static_argnums=(6,), donate_argnums=(2,),
-                  in_shardings=(replicated, batched, batched, replicated, batched, batched), out_shardings=batched)
-    terms_fn = jax.jit(terms, in_shardings=(replicated, batched, replicated, batched), out_shardings=batched)
-    # Per-run choice between two (K, H, W, 3) arrays.
-    select = jax.jit(lambda mask, a, b: jnp.where(mask[:, None, None, None], a, b), out_shardings=batched)
-
-    step_fn = None
-    if opt.step is not None:
-        def step(model, xs, x_prevs, states, targets, weights, active):
-            """One iteration of every run, loop-free (for the host-dispatched loop on CPU, see
-            :func:`_host_chunk`). A run that is not ``active`` or whose loss at ``x`` is non-finite keeps its
-            image and previous image, as in the body of ``optim._while_chunk``.
-
-            Unlike that body, the optimiser state is not kept: a run is inactive only once it has stopped at a
-            non-finite loss (every live run has the same iterations left), and a stopped run's state is never
-            used again. Selecting the whole state per run (L-BFGS: 2 x memory images) cost 8 % of a K=1 step
-            at 128 px.
-            """
-            def one(x, x_prev, state, w, a):
-                new_x, new_state, value, used = opt.step(
-                    lambda img: total_loss(img, model, targets, w, spec), x, state)
-                ok = a & jnp.isfinite(value)
-                return jnp.where(ok, new_x, x), jnp.where(ok, x, x_prev), new_state, value, jnp.where(a, used, 0)
-
-            return jax.vmap(one)(xs, x_prevs, states, weights, active)
-
-        # The state is donated (not the images: at a chunk's start ``x_prevs`` is ``xs``, one buffer).
-        step_fn = jax.jit(step, donate_argnums=(3,),
-                          in_shardings=(replicated, batched, batched, batched, replicated, batched, batched),
-                          out_shardings=batched)
-    # One optimiser state per run, made on the devices in the images' layout (init evaluates no loss).
-    init = jax.jit(jax.vmap(opt.init), out_shardings=batched)
-    return opt, run, terms_fn, select, batched, replicated, step_fn, init
+    shard = dict(in_shardings=(replicated, replicated, batched, batched, batched), out_shardings=batched)
+    return (jax.jit(one_step, donate_argnums=3, **shard),
+            jax.jit(chunk, donate_argnums=3, static_argnums=5, **shard),
+            jax.jit(terms, in_shardings=(replicated, batched, replicated, batched), out_shardings=batched),
+            jax.jit(jax.vmap(loop.reject), out_shardings=batched), batched, replicated)
 
 
-def _host_chunk(step_fn, select, put, model, xs, states, targets, weights, n: np.ndarray,
-                max_steps: int) -> optim.Chunk:
-    """The vmapped chunk (same contract and arithmetic as the compiled ``run``), its loop on the host.
+def _batched_programs(problem, config, model, weights, mesh, host_loop: bool) -> loop.Programs:
+    """:class:`~jaxstyle.optim.loop.Programs` of K vmapped runs sharded over ``mesh``."""
+    step, chunk, terms, reject, batched, replicated = _programs(
+        problem.spec, (config.optimizer, config.learning_rate, config.lbfgs_memory), mesh)
+    model, targets = _put((model, problem.targets), replicated)
+    split = single._split
+    return loop.Programs(
+        step=(lambda s: step(model, targets, weights, *split(s))) if host_loop else None,
+        chunk=lambda s, n: chunk(model, targets, weights, *split(s), n),
+        terms=lambda xs: terms(model, xs, targets, weights),
+        reject=lambda s, bad: reject(s, _put(bad, batched)),
+        set_stop=lambda s, stop_at: s._replace(stop_at=_put(stop_at, batched)))
 
-    On CPU XLA runs convolutions inside a while_loop body about 2x slower than the same program without a loop
-    (jax-ml/jax#12868, see :func:`jaxstyle.gatys.run.host_loop_default`); single runs already dispatch one jitted
-    step per iteration there, and so does a sweep: iteration i steps every run with ``i < n[k]`` whose losses
-    have all been finite, and the host reads the K losses (one round-trip per iteration, negligible next to an
-    evaluation). Per run the result equals ``optim._while_chunk``'s: a run stops at its first non-finite loss
-    and keeps the iterate before it. Every run with ``n[k] > 0`` must have the same ``n[k]`` (as in
-    :func:`stylize_many`, where all live runs have done the same iterations): the step does not keep the
-    optimiser state of a run it skips.
-    """
-    live = n[n > 0]
-    if live.size and (live != live[0]).any():
-        raise ValueError(f"_host_chunk needs one iteration count for every live run, got {sorted(set(live))}")
-    k = len(n)
-    values = np.full((k, max_steps), np.nan, np.float32)
-    steps = np.zeros(k, np.int32)
-    evaluations = np.zeros(k, np.int32)
-    alive = n > 0
-    x_prevs = xs
-    placed = {}  # the device copy of each distinct ``active`` mask (it changes only when a run stops)
-    for i in range(int(n.max(initial=0))):
-        active = alive & (i < n)
-        if not active.any():
-            break
-        if active.tobytes() not in placed:
-            placed[active.tobytes()] = put(active)
-        xs, x_prevs, states, value, used = step_fn(model, xs, x_prevs, states, targets, weights,
-                                                   placed[active.tobytes()])
-        value, used = (_host(a) for a in (value, used))
-        values[active, i] = value[active]
-        evaluations += used.astype(np.int32)
-        ok = active & np.isfinite(value)
-        steps += ok
-        alive &= ~(active & ~np.isfinite(value))
-    finite = (n == 0) | alive
-    # A run stopped at a non-finite loss keeps the iterate before the one that made it (x_prevs).
-    x_good = select(put(finite), xs, x_prevs)
-    return optim.Chunk(x_good, states, values, steps, finite, xs, evaluations, x_prevs)
+
+def _initial_images(problem, config, configs) -> np.ndarray:
+    """(K, H, W, 3): noise from each run's seed, or the same start for every run."""
+    if config.init == "noise":
+        return np.stack([np.asarray(init_image("noise", problem.shape, seed=c.seed)) for c in configs])
+    style0 = problem.styles[0] if problem.styles else None
+    x0 = np.asarray(init_image(config.init, problem.shape, content=problem.content, style=style0))
+    return np.broadcast_to(x0, (len(configs), *x0.shape))
+
+
+def _setup(problem, config, model, weights, xs, mesh, host_loop: bool):
+    """The programs and the initial (K-batched, sharded) state; a sweep of one run on one device is the single
+    run itself: no batch axis anywhere inside, so it is bit-identical to run_stylize (tested), and none of the
+    batching rules' extra work (the compiled vmapped 128² step has 5 transposes and extra selects the single
+    step has not) is paid."""
+    opt = single.optimizer_of(config)
+    if len(xs) == 1 and mesh.size == 1:
+        w1 = jax.tree.map(lambda a: jnp.asarray(a[0]), weights)
+        return single.programs(problem, config, model, w1, host_loop=host_loop), loop.init(opt, xs[0])
+    # One optimiser state per run, made in fresh buffers (the state is donated to the first chunk), then placed.
+    state = jax.vmap(functools.partial(loop.init, opt))(jnp.asarray(xs))
+    batched = _programs(problem.spec, (config.optimizer, config.learning_rate, config.lbfgs_memory), mesh)[4]
+    weights = _put(weights, batched)
+    return _batched_programs(problem, config, model, weights, mesh, host_loop), _put(state, batched)
 
 
 # ----------------------------------------------------------------------------------------------- driver
@@ -307,19 +280,18 @@ def stylize_many(content, style, settings: Mapping[str, Any], *, model: VGGModel
         ``StyleConfig()`` only in ``optimizer="lbfgs-nols"`` (see the module docstring).
       mesh: the devices to shard the K runs over (default: a 1-D mesh over all devices). K need not divide
         the device count: the last setting is repeated to fill the last device and those runs are dropped.
-      chunk: iterations per compiled call; ``callback`` sees each chunk's end; ``should_stop`` is polled after
+      chunk: iterations between reports; ``callback`` sees each chunk's end; ``should_stop`` is polled after
         every chunk for a clean stop (runs not finished are marked "interrupted"; so is Ctrl-C inside a chunk).
       host_loop: dispatch one jitted vmapped iteration at a time from Python instead of running each chunk in
-        one compiled while_loop; default on CPU only, as for single runs (same arithmetic, about 2x faster on
-        XLA CPU; see :func:`_host_chunk`).
+        one compiled while_loop; default on CPU only, as for single runs (same step, about 2x faster on XLA
+        CPU; see :mod:`jaxstyle.optim.loop`).
       target_cache: reuse stored targets (see :func:`jaxstyle.gatys.prepare`).
 
     Run k equals ``run_stylize(content, style, model, configs[k])`` up to float summation order (tested to
     1e-4), where ``configs = run_configs(...)``.
     """
     start = time.perf_counter()
-    if model.pooling != config.pooling:
-        model = model.replace(module=model.module.clone(pooling=config.pooling))
+    model = model.with_pooling(config.pooling)
     problem = prepare(model, content, style, config, target_cache)  # targets: once, shared by every run
     n_styles = max(len(problem.styles), 1)
     values = normalize_settings(settings, config, n_styles)
@@ -327,92 +299,40 @@ def stylize_many(content, style, settings: Mapping[str, Any], *, model: VGGModel
     k_runs = len(configs)
     weights = jax.tree.map(lambda *w: np.stack([np.asarray(v) for v in w]),
                            *[loss_weights(c, n_styles) for c in configs])
-    style0 = problem.styles[0] if problem.styles else None
-    if config.init == "noise":
-        xs = np.stack([np.asarray(init_image("noise", problem.shape, seed=c.seed)) for c in configs])
-    else:  # the same start for every run
-        x0 = np.asarray(init_image(config.init, problem.shape, content=problem.content, style=style0))
-        xs = np.broadcast_to(x0, (k_runs, *x0.shape))
-
     mesh = default_mesh() if mesh is None else _auto(mesh)
     k_padded = math.ceil(k_runs / mesh.size) * mesh.size
-    opt_key = (config.optimizer, config.learning_rate, config.lbfgs_memory)
-    opt, run, terms_fn, select, batched, replicated, step_fn, init = _compiled(problem.spec, opt_key, mesh)
-    host_loop = host_loop_default() if host_loop is None else host_loop
-    if not host_loop:
-        step_fn = None
-    xs, weights = _pad((xs, weights), k_padded)
-    xs, weights = _put((xs, weights), batched)
-    # One optimiser state per run, made on the devices in the images' layout (init evaluates no loss). Fresh
-    # device buffers, never views of host memory: the state is donated to the first chunk.
-    states = init(xs)
-    model_r, targets_r = _put((model, problem.targets), replicated)
-    one_run = None
-    if step_fn is not None and k_padded == 1:
-        # A sweep of one run on one device runs the single-run program itself (no batch axis anywhere inside):
-        # the run is then bit-identical to run_stylize (tested), and none of the batching rules' extra work
-        # (the compiled vmapped 128² step has 5 transposes and extra selects the single step has not) is
-        # paid. The state is kept without its K axis between chunks; only the driver below sees it.
-        one_run = _compiled_single_step(problem.spec, opt_key), jax.tree.map(lambda a: a[0], weights)
-        states = jax.tree.map(lambda a: jnp.array(a[0], copy=True), states)
+    xs, weights = _pad((_initial_images(problem, config, configs), weights), k_padded)
+    host_loop = single.host_loop_default() if host_loop is None else host_loop
+    programs, state = _setup(problem, config, model, weights, xs, mesh, host_loop)
+    last = state
 
-    chunk = max(1, int(chunk))
-    done = np.zeros(k_padded, np.int64)
-    evaluations = np.zeros(k_padded, np.int64)
-    alive = np.ones(k_padded, bool)
-    status = ["done"] * k_padded
-    # Per run, as run_stylize: the iterate before the current one (whose loss was finite), kept across chunks in
-    # case the next chunk's first loss, the one at the current iterate, is already non-finite.
-    x_before, has_before = xs, np.zeros(k_padded, bool)
-    x_good = xs
+    def on_chunk(s, terms, _values):
+        nonlocal last
+        last = s
+        if callback is not None:
+            done = np.reshape(_host(s.iteration), -1)[:k_runs]
+            t = {k: np.reshape(_host(v), -1)[:k_runs] for k, v in terms.items()}
+            callback(SweepProgress(int(done.min()), config.iterations, t, time.perf_counter() - start))
+
     try:
-        while alive.any() and done[alive].min() < config.iterations:
-            n = np.where(alive, np.minimum(chunk, config.iterations - done), 0).astype(np.int32)
-            max_steps = int(n.max()) if opt.name == "scipy-lbfgs" else chunk
-            if one_run is not None:
-                step1, weights1 = one_run
-                o = optim.host_chunk(lambda xi, si: step1(model_r, xi, si, targets_r, weights1), xs[0], states,
-                                     int(n[0]), max_steps)
-                out = optim.Chunk(o.x[None], o.state, o.values[None], np.asarray([o.steps]),
-                                  np.asarray([o.finite]), o.x_last[None], np.asarray([o.evaluations]),
-                                  o.x_prev[None])
-            elif step_fn is not None:
-                out = _host_chunk(step_fn, select, lambda a: _put(a, batched), model_r, xs, states, targets_r,
-                                  weights, n, max_steps)
-            else:
-                out = run(model_r, xs, states, targets_r, weights, _put(n, batched), max_steps)
-            xs, states = out.x, out.state
-            steps, finite = _host(out.steps), _host(out.finite)
-            evaluations += _host(out.evaluations)
-            stopped = alive & ~finite
-            # Non-finite after ``steps`` > 0 iterations: the last of them made the iterate with the non-finite
-            # loss, and ``out.x`` is the one before it. Non-finite at the chunk's first loss: go back one more.
-            done += np.where(finite, steps, np.maximum(steps - 1, 0))
-            back = stopped & (steps == 0) & has_before
-            if back.any():
-                xs = select(_put(back, batched), x_before, xs)
-                done -= back
-            if out.x_prev is not None:
-                x_before = select(_put(alive & finite, batched), out.x_prev, x_before)
-                has_before |= alive & finite
-            x_good = xs
-            for k in np.flatnonzero(stopped):
-                status[k] = "nonfinite"
-            alive &= finite
-            if callback is not None:
-                t = {k: _host(v)[:k_runs] for k, v in terms_fn(model_r, xs, targets_r, weights).items()}
-                callback(SweepProgress(int(done[:k_runs].min()), config.iterations, t,
-                                       time.perf_counter() - start))
-            if should_stop is not None and should_stop():
-                raise KeyboardInterrupt
+        state = loop.run_chunks(programs, state, config.iterations, chunk, on_chunk=on_chunk,
+                                should_stop=should_stop, to_host=_host)
     except KeyboardInterrupt:
-        for k in np.flatnonzero(alive & (done < config.iterations)):
-            status[k] = "interrupted"
-    terms = {k: _host(v)[:k_runs] for k, v in terms_fn(model_r, x_good, targets_r, weights).items()}
-    raw = _host(x_good)[:k_runs]
-    images = np.stack([_finish(problem, config, jnp.asarray(x)) for x in raw])
-    return SweepResult(images, terms, values, done[:k_runs], evaluations[:k_runs], status[:k_runs], x_good,
-                       mesh, k_padded - k_runs, time.perf_counter() - start)
+        state = last
+    return _sweep_result(problem, config, programs, state, values, k_runs, mesh, time.perf_counter() - start)
+
+
+def _sweep_result(problem, config, programs, state, settings, k_runs, mesh, seconds) -> SweepResult:
+    terms = {k: np.reshape(_host(v), -1)[:k_runs] for k, v in programs.terms(state.x).items()}
+    if np.ndim(_host(state.finite)) == 0:  # the single-run path: give it its K axis
+        state = jax.tree.map(lambda a: a[None], state)
+    finite, done = _host(state.finite), _host(state.iteration)
+    status = ["done" if d >= config.iterations else "interrupted" for d in done]
+    status = [s if f else "nonfinite" for s, f in zip(status, finite)]
+    raw = _host(state.x)[:k_runs]
+    images = np.stack([single.finish(problem, config, jnp.asarray(x)) for x in raw])
+    return SweepResult(images, terms, settings, done[:k_runs], _host(state.evaluations)[:k_runs], status[:k_runs],
+                       state.x, mesh, len(done) - k_runs, seconds)
 
 
 # ----------------------------------------------------------------------------------------------- measurement
@@ -425,37 +345,33 @@ def count_evaluations(content, style, settings, *, model: VGGModel, config: Styl
     (under ``vmap`` the callback fires once per lane, including lanes whose result a ``select`` discards, which
     is exactly the work a batched ``lax.cond`` costs). Each counted call is one VGG forward pass to the deepest
     loss layer plus its backward pass. ``vmapped=False`` runs the K settings one at a time instead. Uses a
-    single chunk of ``config.iterations`` iterations; a diagnostic, not for production runs.
+    single chunk of ``config.iterations`` iterations (the compiled while-loop); a diagnostic, not for
+    production runs.
     """
     problem = prepare(model, content, style, config)
     n_styles = max(len(problem.styles), 1)
     configs = run_configs(normalize_settings(settings, config, n_styles), config, model.arch, n_styles)
-    opt = optim.make_optimizer(config.optimizer, learning_rate=config.learning_rate,
-                               memory_size=config.lbfgs_memory)
+    opt = single.optimizer_of(config)
     calls = [0]
 
     def tick(value):  # under vmap the callback is unrolled: one call per lane
         calls[0] += 1
 
-    def one(x, state, w, n):
+    def one(x, w):
         def fun(img):
             value = total_loss(img, model, problem.targets, w, problem.spec)
             jax.debug.callback(tick, value)
             return value
 
-        return opt.run(fun, x, state, n, config.iterations)
+        state = loop.init(opt, x)._replace(stop_at=jnp.int32(config.iterations))
+        return loop.run_chunk(opt, fun, state, config.iterations)[0].iteration
 
     xs = jnp.stack([init_image("noise", problem.shape, seed=c.seed) for c in configs])
     ws = jax.tree.map(lambda *a: jnp.stack(a), *[loss_weights(c, n_styles) for c in configs])
-    n = jnp.full((len(configs),), config.iterations, jnp.int32)
     if vmapped:
-        out = jax.jit(jax.vmap(one))(xs, jax.vmap(opt.init)(xs), ws, n)
-        steps = int(np.sum(out.steps))
+        steps = int(np.sum(jax.jit(jax.vmap(one))(xs, ws)))
     else:
         f = jax.jit(one)
-        steps = 0
-        for k in range(len(configs)):
-            out = f(xs[k], opt.init(xs[k]), jax.tree.map(lambda a: a[k], ws), n[k])
-            steps += int(out.steps)
+        steps = sum(int(f(xs[k], jax.tree.map(lambda a: a[k], ws))) for k in range(len(configs)))
     jax.effects_barrier()
     return calls[0] / steps

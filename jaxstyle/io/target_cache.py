@@ -10,8 +10,8 @@ are identical. The CLI therefore stores them, keyed by everything they depend on
 - the exact pixels VGG sees: the content and style arrays after resizing and colour handling;
 - the layers, the precision policy, the JAX version and the backend (another backend may round differently).
 
-A hit is bit-identical to recomputing on the same backend (tested). Files are plain ``.npz`` read with
-``allow_pickle=False``; a missing, truncated, foreign or otherwise unusable entry is a miss, never an error, and
+A hit is bit-identical to recomputing on the same backend (tested). Entries are :mod:`jaxstyle.io.checkpoint`
+files (``content/<layer>``, ``grams/<layer>``); a missing, truncated, foreign or otherwise unusable entry is a miss, never an error, and
 so is an unwritable directory. The directory is trimmed to ``max_bytes`` (least recently used first).
 
 Location: ``$JAXSTYLE_TARGET_CACHE``, else ``~/.cache/jaxstyle/targets`` (``$XDG_CACHE_HOME`` respected);
@@ -22,15 +22,14 @@ from __future__ import annotations
 
 import hashlib
 import os
-import zipfile
 
 import jax
 import numpy as np
 
-from ..atomic import atomic_write
+from . import checkpoint
 from .compilation_cache import cache_dir
 
-FORMAT = 1  # bump when the layout of an entry or of the key changes
+FORMAT = 2  # bump when the layout of an entry or of the key changes
 DEFAULT_MAX_BYTES = 2 << 30
 _DIGESTS: dict = {}  # id(first weight leaf) -> (that leaf, digest): one weights digest per loaded model
 
@@ -94,14 +93,12 @@ class TargetCache:
         """``(content_features, grams)`` as dicts of numpy arrays, or None on a miss or an unusable entry."""
         path = self._file(key)
         try:
-            with np.load(path, allow_pickle=False) as z:
-                names = set(z.files)
-                want = {f"content/{l}" for l in content_layers} | {f"grams/{l}" for l in style_layers}
-                if names != want:
-                    return None
-                content = {l: z[f"content/{l}"] for l in content_layers}
-                grams = {l: z[f"grams/{l}"] for l in style_layers}
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+            tree, _ = checkpoint.load(path)
+        except checkpoint.CheckpointError:
+            return None
+        content, grams = tree.get("content", {}), tree.get("grams", {})
+        if (set(tree) - {"content", "grams"} or not isinstance(content, dict) or not isinstance(grams, dict)
+                or set(content) != set(content_layers) or set(grams) != set(style_layers)):
             return None
         for l, a in content.items():
             if a.dtype != np.float32 or a.ndim != 3 or not np.all(np.isfinite(a)):
@@ -117,12 +114,9 @@ class TargetCache:
         return content, grams
 
     def save(self, key: str, content: dict, grams: dict) -> None:
-        arrays = {f"content/{l}": np.asarray(a) for l, a in content.items()}
-        arrays.update({f"grams/{l}": np.asarray(a) for l, a in grams.items()})
         try:
             os.makedirs(self.path, exist_ok=True)
-            with atomic_write(self._file(key), "wb") as f:
-                np.savez(f, **arrays)
+            checkpoint.save(self._file(key), {"content": content, "grams": grams}, {"kind": "jaxstyle targets"})
             self._trim()
         except OSError:
             pass

@@ -40,6 +40,10 @@ class VGGModel:
     def layer_names(self) -> tuple[str, ...]:
         return vgg.layer_names(self.arch)
 
+    def with_pooling(self, pooling: str) -> "VGGModel":
+        """The same weights with ``pooling`` (``"max"`` or ``"avg"``) in the module."""
+        return self if pooling == self.pooling else self.replace(module=self.module.clone(pooling=pooling))
+
 
 def load_vgg(path_or_random="random", pooling: str = "max", *, arch: str | None = None) -> VGGModel:
     """Load converted weights (``.npz`` from ``scripts/convert_weights.py``) or the deterministic random VGG.

@@ -18,26 +18,17 @@ non-finite values, another architecture than asked for) raises :class:`WeightsEr
 from __future__ import annotations
 
 import json
-import lzma
 import os
-import struct
-import tokenize
 import warnings
-import zipfile
-import zlib
 
 import numpy as np
 
 from . import vgg
 from ..atomic import atomic_write
+from ..errors import DAMAGED_ARCHIVE as _CORRUPT
 from ..errors import WeightsError
 
 FORMAT_VERSION = 1
-# What zipfile/numpy raise on damaged archives besides ValueError (found by tests/test_fuzz.py): unsupported zip
-# versions, compression methods or encryption flags, broken npy header text, corrupt compressed streams, shapes
-# too large to allocate.
-_CORRUPT = (OSError, EOFError, zipfile.BadZipFile, zlib.error, lzma.LZMAError, NotImplementedError, RuntimeError,
-            tokenize.TokenError, SyntaxError, TypeError, RecursionError, struct.error, OverflowError, MemoryError)
 META_KEYS = (
     "meta/format_version", "meta/arch", "meta/preset", "meta/bgr", "meta/scale", "meta/mean", "meta/std",
     "meta/source", "meta/source_sha256", "meta/source_format",

@@ -1,9 +1,11 @@
-"""One optimiser interface over optax L-BFGS (zoom line search or none), optax Adam and jax.scipy L-BFGS.
+"""Optimisers as pairs of pure functions (optax style) over optax L-BFGS (zoom line search or none), optax Adam
+and jax.scipy L-BFGS.
 
-An :class:`Optimizer` is a pair of pure functions (optax style): ``init(x) -> state`` and
-``run(fun, x, state, n) -> Chunk``, which performs up to ``n`` iterations of minimising the scalar ``fun``
-inside one compiled loop (``lax.while_loop``, trip count dynamic so one compilation serves every chunk length)
-and stops early at the first non-finite loss. Nothing here calls ``jax.jit``: the driver does, once.
+An :class:`Optimizer` is ``init(x) -> opt_state`` and ``step(fun, x, opt_state, budget) -> Update``: one update
+of the image ``x`` minimising the scalar ``fun``, and the loss at ``x`` (so a caller learns whether ``x`` was a
+finite point). Every optax optimiser advances one iteration per step; jax.scipy's L-BFGS advances up to
+``budget`` iterations in one call (it exposes no single step). Nothing here loops, keeps the last finite image or
+calls ``jax.jit``: :mod:`jaxstyle.optim.loop` is the one state machine built on ``step``, and drivers jit it.
 
 Box constraint: the image must stay in [0, 1]. Adam projects (clips) after every step. L-BFGS runs
 unconstrained and the driver clips once at the end: projecting inside L-BFGS would corrupt its curvature pairs
@@ -13,100 +15,30 @@ unconstrained and the driver clips once at the end: projecting inside L-BFGS wou
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 OPTIMIZERS = ("lbfgs", "lbfgs-nols", "adam", "scipy-lbfgs")
 
 
-class Chunk(NamedTuple):
-    """Result of one compiled chunk of iterations."""
+class Update(NamedTuple):
+    """What one optimiser step returns."""
 
-    x: jax.Array  # finite: the next iterate; else the last iterate whose loss was finite (the image to keep)
-    state: Any  # optimiser state matching ``x``
-    values: jax.Array  # (max_steps,) loss at the start of each step; NaN-padded past ``steps``
-    steps: jax.Array  # iterations completed in this chunk (int32)
-    finite: jax.Array  # False if the chunk stopped at a non-finite loss
-    x_last: jax.Array  # the last point evaluated: equals ``x`` unless ``finite`` is False
-    evaluations: jax.Array  # loss-and-gradient evaluations used (line-search trials included)
-    # The iterate before ``x`` (its loss was finite). The driver keeps it: if the next chunk's first loss, the
-    # one at ``x``, is non-finite, this is the image to keep. None where the optimiser cannot tell.
-    x_prev: Any = None
+    x: jax.Array  # the next iterate
+    opt_state: Any  # the optimiser state matching it
+    value: jax.Array  # the loss at the step's input ``x``
+    evaluations: jax.Array  # int32: loss-and-gradient evaluations the step used (line-search trials included)
+    iterations: jax.Array  # int32: iterations the step advanced (1, except jax.scipy's L-BFGS: up to budget)
 
 
 @dataclasses.dataclass(frozen=True)
 class Optimizer:
     name: str
     init: Callable[[jax.Array], Any]
-    run: Callable[..., Chunk]  # run(fun, x, state, n, max_steps) -> Chunk
-    clips_each_step: bool
-    # One iteration, loop-free: step(fun, x, state) -> (new_x, new_state, value_at_x, evaluations). ``run``
-    # is this step inside a while_loop; a driver may instead dispatch jitted steps itself (XLA CPU runs
-    # convolutions inside a loop body several times slower than the same program outside one, see
-    # docs/benchmarks.md). None where the optimiser has no separable step (scipy-lbfgs).
-    step: Callable[..., tuple] | None = None
-
-
-def _while_chunk(step, x, state, n, max_steps):
-    """Run ``step`` up to ``n`` times in a while_loop; stop at the first non-finite loss.
-
-    ``step(x, state) -> (new_x, new_state, value_at_x, evaluations)``. When the loss at ``x`` is non-finite,
-    ``x`` came from the previous step, so the previous iterate is the last good image.
-    """
-
-    def cond(carry):
-        return (carry[0] < n) & carry[5]
-
-    def body(carry):
-        i, x, x_prev, state, values, _, evals = carry
-        new_x, new_state, value, used = step(x, state)
-        finite = jnp.isfinite(value)
-        keep = lambda a, b: jax.tree.map(lambda u, v: jnp.where(finite, u, v), a, b)
-        values = values.at[i].set(value)
-        return (i + finite.astype(i.dtype), keep(new_x, x), keep(x, x_prev), keep(new_state, state), values,
-                finite, evals + used)
-
-    values = jnp.full((max_steps,), jnp.nan, jnp.float32)
-    carry = (jnp.int32(0), x, x, state, values, jnp.bool_(True), jnp.int32(0))
-    i, x, x_prev, state, values, finite, evals = jax.lax.while_loop(cond, body, carry)
-    return Chunk(jnp.where(finite, x, x_prev), state, values, i, finite, x, evals, x_prev)
-
-
-def host_chunk(step, x, state, n: int, max_steps: int) -> Chunk:
-    """The same contract as ``run``, with the loop on the host: ``step(x, state)`` is an already-jitted single
-    iteration, dispatched ``n`` times (one device round-trip per iteration).
-
-    Used on CPU, where XLA executes a while_loop body's convolutions 2-5x slower than the same convolutions
-    in a loop-free program (jax-ml/jax#12868; measured in docs/benchmarks.md); with evaluations of 0.1 s and
-    more, one round-trip per iteration costs nothing measurable. The arithmetic is the same step function.
-    """
-    values = np.full((max_steps,), np.nan, np.float32)
-    evaluations, x_prev = 0, x
-    for i in range(n):
-        new_x, new_state, value, used = step(x, state)
-        evaluations += int(used)
-        values[i] = value = float(value)
-        if not math.isfinite(value):
-            # ``x`` (made by the previous step) has a non-finite loss: keep the one before it. The state
-            # passed in was donated to ``step``; ``new_state`` is valid (the run is not resumable anyway).
-            return Chunk(x_prev, new_state, values, np.int32(i), np.bool_(False), x, np.int32(evaluations),
-                         x_prev)
-        x_prev, x, state = x, new_x, new_state
-    return Chunk(x, state, values, np.int32(n), np.bool_(True), x, np.int32(evaluations), x_prev)
-
-
-def _looped(step):
-    """``run`` for an optimiser given its single ``step``: the step inside one compiled while_loop."""
-
-    def run(fun, x, state, n, max_steps):
-        return _while_chunk(lambda x, state: step(fun, x, state), x, state, n, max_steps)
-
-    return run
+    step: Callable[..., Update]  # step(fun, x, opt_state, budget) -> Update; pure
 
 
 def _optax_lbfgs(memory_size: int, linesearch: bool, max_linesearch_steps: int) -> Optimizer:
@@ -114,7 +46,8 @@ def _optax_lbfgs(memory_size: int, linesearch: bool, max_linesearch_steps: int) 
     # Without a line search the step is the L-BFGS direction with unit step (the first one capped at 1/|g|).
     opt = optax.lbfgs(memory_size=memory_size, linesearch=ls)
 
-    def step(fun, x, state):
+    def step(fun, x, state, budget=1):
+        del budget  # one iteration per step
         if linesearch:
             # With the zoom line search the value and gradient at the accepted point are cached in the state
             # and reused here, so each iteration costs only its line-search trials.
@@ -130,56 +63,48 @@ def _optax_lbfgs(memory_size: int, linesearch: bool, max_linesearch_steps: int) 
             info = optax.tree.get(new_state, "info")
             first = optax.tree.get(state, "count") == 0
             used = jnp.asarray(info.num_linesearch_steps, jnp.int32) + first.astype(jnp.int32)
-        return optax.apply_updates(x, updates), new_state, value, used
+        return Update(optax.apply_updates(x, updates), new_state, value, used, jnp.int32(1))
 
-    return Optimizer("lbfgs" if linesearch else "lbfgs-nols", opt.init, _looped(step), clips_each_step=False,
-                     step=step)
+    return Optimizer("lbfgs" if linesearch else "lbfgs-nols", opt.init, step)
 
 
 def _optax_adam(learning_rate: float) -> Optimizer:
     opt = optax.adam(learning_rate)
 
-    def step(fun, x, state):
+    def step(fun, x, state, budget=1):
+        del budget  # one iteration per step
         value, grad = jax.value_and_grad(fun)(x)
         updates, new_state = opt.update(grad, state, x)
         # Projected gradient: keep the image in [0, 1] after every step.
-        return jnp.clip(optax.apply_updates(x, updates), 0.0, 1.0), new_state, value, jnp.int32(1)
+        x_new = jnp.clip(optax.apply_updates(x, updates), 0.0, 1.0)
+        return Update(x_new, new_state, value, jnp.int32(1), jnp.int32(1))
 
-    return Optimizer("adam", opt.init, _looped(step), clips_each_step=True, step=step)
+    return Optimizer("adam", opt.init, step)
 
 
 def _scipy_lbfgs(memory_size: int) -> Optimizer:
-    """jax.scipy.optimize.minimize's L-BFGS on the flattened image.
+    """jax.scipy.optimize.minimize's L-BFGS on the flattened image, up to ``budget`` iterations per step.
 
-    Each chunk is one call of ``minimize(maxiter=n)``; its history restarts at every chunk boundary (jax.scipy
-    exposes no way to carry it), so use few, long chunks with this optimiser. ``values`` holds only the
-    final loss of the chunk.
+    jax.scipy exposes no single step, so one step is one ``minimize`` call (the loop gives it the iterations left
+    in the chunk); its history restarts at every call, so use few, long chunks with this optimiser. The loss at
+    the step's input, which the run state needs, costs one extra forward pass per call (no gradient).
     """
     from jax.scipy.optimize import minimize
 
     def init(x):
-        return jnp.zeros((), jnp.int32)
+        return jnp.zeros((), jnp.int32)  # iterations done
 
-    def run(fun, x, state, n, max_steps):
+    def step(fun, x, state, budget=1):
         shape = x.shape
-
-        def flat_fun(v):
-            return fun(v.reshape(shape))
-
-        # maxiter must be static for jax.scipy; the driver passes n == max_steps for this optimiser.
         # jax.scipy's L-BFGS checks ``k >= maxiter`` before counting the iteration it just did, so it runs
-        # maxiter + 1 iterations; ask for one fewer to get exactly n (it always does at least one).
-        res = minimize(flat_fun, x.reshape(-1), method="l-bfgs-experimental-do-not-rely-on-this",
-                       options={"maxiter": max(max_steps - 1, 0), "maxcor": memory_size})
-        finite = jnp.isfinite(res.fun)
-        new_x = jnp.where(finite, res.x.reshape(shape), x)
-        values = jnp.full((max_steps,), jnp.nan, jnp.float32).at[jnp.maximum(res.nit - 1, 0)].set(res.fun)
-        # Non-finite: the chunk's start (whose loss was finite) is kept, so no iteration of this chunk counts.
-        steps = jnp.where(finite, jnp.asarray(res.nit, jnp.int32), 0)
-        return Chunk(new_x, state + res.nit, values, steps, finite, res.x.reshape(shape),
-                     jnp.asarray(res.nfev, jnp.int32))
+        # maxiter + 1 iterations (always at least one); ask for one fewer to get exactly ``budget``.
+        res = minimize(lambda v: fun(v.reshape(shape)), x.reshape(-1),
+                       method="l-bfgs-experimental-do-not-rely-on-this",
+                       options={"maxiter": jnp.maximum(budget, 1) - 1, "maxcor": memory_size})
+        nit = jnp.asarray(res.nit, jnp.int32)
+        return Update(res.x.reshape(shape), state + nit, fun(x), jnp.asarray(res.nfev, jnp.int32), nit)
 
-    return Optimizer("scipy-lbfgs", init, run, clips_each_step=False)
+    return Optimizer("scipy-lbfgs", init, step)
 
 
 def make_optimizer(name: str = "lbfgs", *, learning_rate: float = 0.02, memory_size: int = 100,
