@@ -43,6 +43,25 @@ class UsageError(JaxstyleError, ValueError):
     exit_code = EXIT_USAGE
 
 
+class ConfigError(UsageError):
+    """A configuration field has an invalid value. The message names the field as the library knows it
+    (``style_weight must be a finite number >= 0, not -1``); a front end shows it under its own name for the field
+    (the CLI: ``--style-weight ...``) with :meth:`renamed`."""
+
+    def __init__(self, field: str, problem: str, context: str = ""):
+        # ``problem`` continues the sentence after the field's name: " must be ...", ": unknown layer ...".
+        self.field, self.problem, self.context = field, problem, context
+        super().__init__(f"{context}{field}{problem}")
+
+    def renamed(self, name) -> str:
+        """The message with ``name(field)`` in place of the field's name."""
+        return f"{self.context}{name(self.field)}{self.problem}"
+
+    def within(self, context: str) -> "ConfigError":
+        """The same error, said about a part of something larger (``"sweep run 1: "``)."""
+        return ConfigError(self.field, self.problem, context + self.context)
+
+
 class InputError(JaxstyleError):
     """An input file cannot be used. Message format: ``<file>: <what is wrong> — <what to do>``."""
 

@@ -203,7 +203,7 @@ def test_settings_are_checked(inputs, model):
         stylize_many(inputs[0], inputs[1], {"style_weight": [1, 2], "seed": [0, 1, 2]}, model=model, config=CONFIG)
     with pytest.raises(jaxstyle.UsageError, match="unknown sweep setting 'beta'"):
         stylize_many(inputs[0], inputs[1], {"beta": [1, 2]}, model=model, config=CONFIG)
-    with pytest.raises(jaxstyle.UsageError, match="sweep run 1: --style-weight must be a finite number"):
+    with pytest.raises(jaxstyle.UsageError, match="sweep run 1: style_weight must be a finite number"):
         stylize_many(inputs[0], inputs[1], {"style_weight": [1, -1]}, model=model, config=CONFIG)
 
 

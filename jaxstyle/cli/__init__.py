@@ -12,7 +12,7 @@ import importlib
 import sys
 import warnings
 
-from ..errors import EXIT_INTERRUPTED, JaxstyleError
+from ..errors import EXIT_INTERRUPTED, ConfigError, JaxstyleError
 
 # name -> module in jaxstyle.cli; order is the order in --help.
 SUBCOMMANDS = ("stylize", "sweep", "convert", "download", "features")
@@ -23,6 +23,11 @@ class OneLineArgumentParser(argparse.ArgumentParser):
 
     def error(self, message):
         self.exit(2, f"error: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+
+def flag(field: str) -> str:
+    """The command-line option of a configuration field: ``style_weight`` -> ``--style-weight``."""
+    return "--" + field.replace("_", "-")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,6 +58,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.run(args) or 0)
+    except ConfigError as e:  # the library names the field (style_weight); the command line knows --style-weight
+        print(f"error: {e.renamed(flag)}", file=sys.stderr)
+        return e.exit_code
     except JaxstyleError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code

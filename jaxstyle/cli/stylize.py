@@ -30,6 +30,7 @@ from ..nets.precision import PRECISIONS
 from ..objective.perceptual import NORMALIZATIONS
 from ..optim import optimizers as optim
 from . import checkpointing
+from . import flag
 from .interrupt import StopRequest
 
 DEFAULTS = {f.name: f.default for f in dataclasses.fields(StyleConfig)}
@@ -149,8 +150,7 @@ CONFIG_OPTIONS = {
 assert set(CONFIG_OPTIONS) == set(DEFAULTS), "every StyleConfig field needs exactly one CLI option"
 
 
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
+_flag = flag
 
 
 def _one_line_error(parser: argparse.ArgumentParser, message: str):
@@ -273,8 +273,9 @@ def choose_chunk(print_every: int, save_every: int, checkpoint_every: int = 0, c
 def check_inputs(config: StyleConfig, content, style) -> list:
     """Validate ``config`` and that the images its mode needs were given; return the style paths."""
     styles = list(style or [])
-    # vgg16's layers are a subset of vgg19's: checked against vgg19 now, against the real network once loaded.
-    config.validate("vgg19", len(styles) or None)
+    # Before anything is read: the layers against vgg19 (vgg16's are a subset; prepare checks the real network's)
+    # and one blend weight per style image.
+    config.check_against("vgg19", len(styles) or None)
     if config.mode != "style" and content is None:
         raise UsageError("--content is required (except with --mode style)")
     if config.mode != "content" and not styles:
@@ -490,7 +491,7 @@ def run(args) -> int:
     from ..nets.model import load_vgg  # after the checks: loading weights is the first real work
 
     model = load_vgg(p.weights, pooling=p.config.pooling, arch=p.arch)
-    config = p.config.validate(model.arch, len(p.styles) or None)
+    config = p.config
 
     monitor = Monitor(p, args.quiet)
     if record is not None:

@@ -21,7 +21,7 @@ import numpy as np
 from ..atomic import atomic_write
 from ..errors import EXIT_INTERRUPTED, EXIT_NONFINITE, UsageError
 from ..gatys import sweep
-from ..gatys.config import INITS, StyleConfig
+from ..gatys.config import INITS, SWEEPABLE, StyleConfig
 from ..io import compilation_cache, images
 from ..io.target_cache import TargetCache
 from ..nets import weights as weights_lib
@@ -48,7 +48,7 @@ with line search costs ~3x under vmap, see docs/sweep.md).
 exit status: 0 ok, 2 bad option or output path, 3 unreadable input or weights, 4 a run's loss became
 non-finite (its last good image is still written), 130 interrupted (last images written)."""
 
-SWEPT = ("content_weight", "style_weight", "tv_weight", "style_layer_weights", "style_blend_weights", "seed")
+SWEPT = tuple(SWEEPABLE)
 # Short names for file names and labels, in the order they appear there.
 SHORT = {"content_weight": "cw", "style_weight": "sw", "tv_weight": "tv", "style_layer_weights": "lw",
          "style_blend_weights": "bw", "seed": "seed"}
@@ -224,7 +224,7 @@ def run(args) -> int:
     from ..nets.model import load_vgg  # after the checks: loading weights is the first real work
 
     model = load_vgg(p.weights, pooling=p.config.pooling)
-    config = p.config.validate(model.arch, len(styles) or None)
+    config = p.config
 
     def progress(pr: sweep.SweepProgress) -> None:
         if not args.quiet:

@@ -1,4 +1,5 @@
-"""The Gatys method's configuration: :class:`StyleConfig`, every hyperparameter with its one default."""
+"""The Gatys method's configuration: :class:`StyleConfig`, every hyperparameter with its one default, checked once,
+when it is made, in the field names (:class:`~jaxstyle.errors.ConfigError`); the fields a sweep may vary."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import colour
-from ..errors import UsageError
+from ..errors import ConfigError
 from ..nets import precision as precision_lib
 from ..nets import vgg
 from ..objective.perceptual import NORMALIZATIONS, LossSpec, LossWeights
@@ -18,10 +19,17 @@ from ..optim import optimizers as optim
 INITS = ("noise", "content", "style")
 ORIGINAL_COLORS = ("none", "luminance", "histogram")
 MODES = ("transfer", "content", "style")
+# The fields a sweep may vary per run (jaxstyle.gatys.sweep, the sweep CLI), with the axes one run's value has:
+# 0 for a number, 1 for a vector (one weight per style layer, or per style image).
+SWEEPABLE = {"content_weight": 0, "style_weight": 0, "tv_weight": 0, "style_layer_weights": 1,
+             "style_blend_weights": 1, "seed": 0}
 
 @dataclasses.dataclass(frozen=True)
 class StyleConfig:
     """Every hyperparameter of a stylization, with its one default. The CLI reads its defaults from here.
+
+    Checked when made (also by ``dataclasses.replace``): an invalid value raises :class:`ConfigError` naming the
+    field, so every StyleConfig in existence is valid. Lists become tuples.
 
     Weights follow the paper: total = content_weight * L_content + style_weight * sum_l w_l E_l
     + tv_weight * TV (see ``normalization`` for the one departure, on by default).
@@ -67,57 +75,83 @@ class StyleConfig:
     # losses always accumulate in float32.
     precision: str = "float32"
 
-    def validate(self, arch: str = "vgg19", n_styles: int | None = None) -> "StyleConfig":
-        """Raise :class:`UsageError` (one line) for any invalid value; return self."""
+    def __post_init__(self):
+        # Sequences from Python lists or JSON become tuples: the config is hashable and compares equal.
+        for name in ("content_layers", "style_layers", "style_layer_weights", "style_blend_weights"):
+            value = getattr(self, name)
+            if isinstance(value, (list, tuple)):
+                object.__setattr__(self, name, tuple(value))
+        self._check_numbers()
+        self._check_choices()
+        self._check_layers("vgg19")  # vgg16's layers are a subset; check_against checks the real network's
+        _check_weights("style_layer_weights", self.style_layer_weights, len(self.style_layers), "style layers")
+
+    def _check_numbers(self) -> None:
         for name in ("content_weight", "style_weight", "tv_weight", "style_scale", "learning_rate"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-                raise UsageError(f"--{name.replace('_', '-')} must be a finite number >= 0, not {value!r}")
+                raise ConfigError(name, f" must be a finite number >= 0, not {value!r}")
         if self.style_scale <= 0:
-            raise UsageError(f"--style-scale must be > 0, not {self.style_scale}")
+            raise ConfigError("style_scale", f" must be > 0, not {self.style_scale}")
         if self.iterations < 0:
-            raise UsageError(f"--iterations must be >= 0, not {self.iterations}")
+            raise ConfigError("iterations", f" must be >= 0, not {self.iterations}")
         if self.image_size is not None and self.image_size < vgg.MIN_SIZE:
-            raise UsageError(f"--image-size must be >= {vgg.MIN_SIZE}, not {self.image_size}")
+            raise ConfigError("image_size", f" must be >= {vgg.MIN_SIZE}, not {self.image_size}")
         if self.lbfgs_memory < 1:
-            raise UsageError(f"--lbfgs-memory must be >= 1, not {self.lbfgs_memory}")
+            raise ConfigError("lbfgs_memory", f" must be >= 1, not {self.lbfgs_memory}")
+
+    def _check_choices(self) -> None:
         for name, allowed in (("init", INITS), ("normalization", NORMALIZATIONS), ("optimizer", optim.OPTIMIZERS),
                               ("original_colors", ORIGINAL_COLORS), ("color_match", colour.COLOR_MATCH_METHODS),
                               ("mode", MODES), ("pooling", vgg.POOLINGS),
                               ("precision", precision_lib.PRECISIONS)):
             if getattr(self, name) not in allowed:
-                raise UsageError(f"--{name.replace('_', '-')} must be one of {', '.join(allowed)}, "
-                                 f"not {getattr(self, name)!r}")
+                raise ConfigError(name, f" must be one of {', '.join(allowed)}, not {getattr(self, name)!r}")
+
+    def _check_layers(self, arch: str) -> None:
         for name in ("content_layers", "style_layers"):
-            layers = getattr(self, name)
             try:
-                vgg.validate_layers(arch, layers)
+                vgg.validate_layers(arch, getattr(self, name))
             except ValueError as e:
-                raise UsageError(f"--{name.replace('_', '-')}: {e}") from None
-        for name, count in (("style_layer_weights", len(self.style_layers)), ("style_blend_weights", n_styles)):
-            values = getattr(self, name)
-            if values is None or count is None:
-                continue
-            if len(values) != count:
-                what = "style layers" if name == "style_layer_weights" else "style images"
-                raise UsageError(f"--{name.replace('_', '-')} has {len(values)} values but there are "
-                                 f"{count} {what}")
-            if any(not math.isfinite(v) or v < 0 for v in values) or sum(values) <= 0:
-                raise UsageError(f"--{name.replace('_', '-')} must be finite, >= 0 and not all zero")
-        return self
+                raise ConfigError(name, f": {e}") from None
+
+    def check_against(self, arch: str, n_styles: int | None) -> None:
+        """Raise :class:`ConfigError` unless the layers exist in the network ``arch`` and there is one blend
+        weight per style image (the config's own values are checked when it is made)."""
+        self._check_layers(arch)
+        _check_weights("style_blend_weights", self.style_blend_weights, n_styles, "style images")
+
+
+def _check_weights(name: str, values, count: int | None, what: str) -> None:
+    if values is None or count is None:
+        return
+    if len(values) != count:
+        raise ConfigError(name, f" has {len(values)} values but there are {count} {what}")
+    if any(not math.isfinite(v) or v < 0 for v in values) or sum(values) <= 0:
+        raise ConfigError(name, " must be finite, >= 0 and not all zero")
 
 
 def loss_spec(config: StyleConfig) -> LossSpec:
+    """The static part of the loss for ``config``."""
     return LossSpec(tuple(config.content_layers), tuple(config.style_layers), config.normalization,
                     config.precision)
 
 
+def layer_weights(config: StyleConfig) -> tuple[float, ...]:
+    """w_l, one per style layer: the configured ones, else the paper's 1/L each (1/5 on five layers)."""
+    n = len(config.style_layers)
+    return config.style_layer_weights or (1.0 / n,) * n
+
+
+def blend_weights(config: StyleConfig, n_styles: int) -> tuple[float, ...]:
+    """One weight per style image, as configured (``loss_weights`` normalises them to sum 1), else equal."""
+    return config.style_blend_weights or (1.0,) * n_styles
+
+
 def loss_weights(config: StyleConfig, n_styles: int) -> LossWeights:
-    layers = config.style_layer_weights or (1.0,) * len(config.style_layers)
-    layers = np.asarray(layers, np.float32)
-    if config.style_layer_weights is None:
-        layers = layers / layers.sum()  # paper: w_l = 1/5 on each of five layers
-    blend = np.asarray(config.style_blend_weights or (1.0,) * n_styles, np.float32)
+    """The numeric pytree of the loss for ``config`` with ``n_styles`` style images."""
+    layers = np.asarray(layer_weights(config), np.float32)
+    blend = np.asarray(blend_weights(config, n_styles), np.float32)
     content_w, style_w = config.content_weight, config.style_weight
     if config.mode == "content":
         style_w = 0.0

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from .. import colour
-from ..errors import UsageError
+from ..errors import ConfigError, UsageError
 from ..nets import vgg
 from ..nets.model import VGGModel
 from ..nets.model import extract_features
@@ -31,11 +31,11 @@ def init_image(kind, shape, *, content=None, style=None, seed: int = 0) -> jax.A
         return jax.random.uniform(jax.random.key(seed), shape, jnp.float32)
     if kind == "content":
         if content is None:
-            raise UsageError("--init content needs a content image (style mode has none); use noise or style")
+            raise ConfigError("init", " content needs a content image (style mode has none); use noise or style")
         return jnp.asarray(content, jnp.float32)
     if kind == "style":
         return resize(jnp.asarray(style, jnp.float32), shape[:2])
-    raise UsageError(f"--init must be one of {', '.join(INITS)} or an image, not {kind!r}")
+    raise ConfigError("init", f" must be one of {', '.join(INITS)} or an image, not {kind!r}")
 
 
 def resize(image: jax.Array, hw: Sequence[int]) -> jax.Array:
@@ -86,7 +86,7 @@ def prepare(model: VGGModel, content, styles, config: StyleConfig, target_cache=
     styles = [_as_image(s, "style") for s in (styles if isinstance(styles, (list, tuple)) else [styles])]
     if not styles and config.mode != "content":
         raise UsageError("at least one style image is needed")
-    config.validate(model.arch, len(styles) or None)
+    config.check_against(model.arch, len(styles) or None)
     if config.mode == "style":
         if content is not None:
             hw = _as_image(content, "content").shape[:2]

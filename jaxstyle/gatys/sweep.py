@@ -27,26 +27,17 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
-from ..errors import UsageError
+from ..errors import ConfigError, UsageError
 from ..nets.model import VGGModel
 from ..objective.perceptual import loss_terms, total_loss
 from ..optim import loop
 from . import run as single
-from .config import StyleConfig, loss_weights
+from .config import SWEEPABLE, StyleConfig, blend_weights, layer_weights, loss_weights
 from .problem import init_image, prepare
 
 # The sweep's one departure from StyleConfig's defaults (see the module docstring for the measurement).
 SWEEP_OPTIMIZER = "lbfgs-nols"
 DEFAULT_CONFIG = StyleConfig(optimizer=SWEEP_OPTIMIZER)
-# What a sweep may vary per run: name -> (StyleConfig field, number of trailing axes after K).
-SETTINGS = {
-    "content_weight": 0,
-    "style_weight": 0,
-    "tv_weight": 0,
-    "style_layer_weights": 1,  # (K, L)
-    "style_blend_weights": 1,  # (K, S)
-    "seed": 0,  # noise init only
-}
 AXIS = "runs"  # name of the mesh axis made when no mesh is given
 
 
@@ -77,57 +68,50 @@ class SweepResult:
 # ----------------------------------------------------------------------------------------------- settings
 
 
+def _as_array(name: str, value) -> np.ndarray:
+    return np.asarray(value, np.int64 if name == "seed" else np.float64)
+
+
 def normalize_settings(settings: Mapping[str, Any], config: StyleConfig, n_styles: int) -> dict:
     """Check ``settings`` and return every sweepable setting as a (K, ...) numpy array, defaults from ``config``.
 
     A 0-d value (1-D for the two vector settings) is shared by every run. Raises :class:`UsageError`.
     """
-    unknown = sorted(set(settings) - set(SETTINGS))
+    unknown = sorted(set(settings) - set(SWEEPABLE))
     if unknown:
-        raise UsageError(f"unknown sweep setting {unknown[0]!r}; expected some of {', '.join(SETTINGS)}")
-    arrays = {k: np.asarray(v, np.int64 if k == "seed" else np.float64) for k, v in settings.items()}
-    counts = {k: a.shape[0] for k, a in arrays.items() if a.ndim == SETTINGS[k] + 1}
+        raise UsageError(f"unknown sweep setting {unknown[0]!r}; expected some of {', '.join(SWEEPABLE)}")
+    arrays = {k: _as_array(k, v) for k, v in settings.items()}
+    counts = {k: a.shape[0] for k, a in arrays.items() if a.ndim == SWEEPABLE[k] + 1}
     for k, a in arrays.items():
-        if a.ndim not in (SETTINGS[k], SETTINGS[k] + 1):
-            raise UsageError(f"sweep setting {k} must have shape (K{', n' * SETTINGS[k]}), got {a.shape}")
+        if a.ndim not in (SWEEPABLE[k], SWEEPABLE[k] + 1):
+            raise UsageError(f"sweep setting {k} must have shape (K{', n' * SWEEPABLE[k]}), got {a.shape}")
     if len(set(counts.values())) > 1:
         raise UsageError("sweep settings disagree on the number of runs K: "
                          + ", ".join(f"{k} has {n}" for k, n in counts.items()))
     k_runs = next(iter(counts.values()), 1)
     if k_runs < 1:
         raise UsageError("a sweep needs at least one run (K >= 1)")
-    n_layers = len(config.style_layers)
-    defaults = {
-        "content_weight": config.content_weight, "style_weight": config.style_weight,
-        "tv_weight": config.tv_weight, "seed": config.seed,
-        # None in StyleConfig means "the paper's 1/L" and "equal blend"; loss_weights normalises the blend.
-        "style_layer_weights": config.style_layer_weights or (1.0 / n_layers,) * n_layers,
-        "style_blend_weights": config.style_blend_weights or (1.0,) * n_styles,
-    }
+    # None in StyleConfig means "the paper's 1/L" and "equal blend" (loss_weights normalises the blend).
+    defaults = {k: getattr(config, k) for k in SWEEPABLE}
+    defaults.update(style_layer_weights=layer_weights(config), style_blend_weights=blend_weights(config, n_styles))
     out = {}
     for k, default in defaults.items():
-        a = arrays.get(k, np.asarray(default, np.int64 if k == "seed" else np.float64))
-        if a.ndim == SETTINGS[k]:
-            a = np.broadcast_to(a, (k_runs, *a.shape))
-        out[k] = np.array(a)
+        a = arrays.get(k, _as_array(k, default))
+        out[k] = np.array(np.broadcast_to(a, (k_runs, *a.shape)) if a.ndim == SWEEPABLE[k] else a)
     return out
 
 
 def run_configs(settings: dict, config: StyleConfig, arch: str, n_styles: int) -> list[StyleConfig]:
-    """One validated :class:`StyleConfig` per run (the single-run equivalent of run k)."""
-    k_runs = len(settings["seed"])
+    """One :class:`StyleConfig` per run (the single-run equivalent of run k), each checked; an invalid one raises
+    :class:`~jaxstyle.errors.ConfigError` saying which run."""
     configs = []
-    for k in range(k_runs):
-        c = dataclasses.replace(
-            config, content_weight=float(settings["content_weight"][k]),
-            style_weight=float(settings["style_weight"][k]), tv_weight=float(settings["tv_weight"][k]),
-            style_layer_weights=tuple(float(v) for v in settings["style_layer_weights"][k]),
-            style_blend_weights=tuple(float(v) for v in settings["style_blend_weights"][k]),
-            seed=int(settings["seed"][k]))
+    for k in range(len(settings["seed"])):
+        values = {name: (tuple(a[k].tolist()) if SWEEPABLE[name] else a[k].item()) for name, a in settings.items()}
         try:
-            configs.append(c.validate(arch, n_styles))
-        except UsageError as e:
-            raise UsageError(f"sweep run {k}: {e}") from None
+            configs.append(dataclasses.replace(config, **values))
+            configs[-1].check_against(arch, n_styles)
+        except ConfigError as e:
+            raise e.within(f"sweep run {k}: ") from None
     return configs
 
 
