@@ -392,6 +392,11 @@ def _read_matconvnet(path) -> tuple[str, dict, vgg.Preprocess]:
     convs = {name: _checked(path, arch, name, kk, k, bk, b, layout="[W,H,in,out]", source_shape=shape)
              for name, kk, k, bk, b, shape in convs_by_layer}
 
+    return arch, convs, vgg.matconvnet_preset(_matconvnet_mean(path, mat))
+
+
+def _matconvnet_mean(path, mat) -> np.ndarray:
+    """The mean pixel MatConvNet subtracts (RGB, 0-255), from ``meta.normalization.averageImage``."""
     meta = mat.get("meta")
     normalization = _field(meta, "normalization") if meta is not None else None
     if normalization is None:
@@ -410,7 +415,8 @@ def _read_matconvnet(path) -> tuple[str, dict, vgg.Preprocess]:
                            "pass an unmodified MatConvNet model")
     if not np.all(np.isfinite(mean)):
         raise WeightsError(path, "normalization.averageImage contains non-finite values", "download the file again")
-    return arch, convs, vgg.matconvnet_preset(mean)
+    return mean
+
 
 
 def _onnx_model(path):

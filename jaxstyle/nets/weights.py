@@ -17,6 +17,7 @@ non-finite values, another architecture than asked for) raises :class:`WeightsEr
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import warnings
@@ -82,7 +83,38 @@ def load_converted(path, arch: str | None = None) -> tuple[str, dict, vgg.Prepro
     ``arch``, if given, is the architecture the caller requires.
     """
     path = os.fspath(path)
-    fix = "convert it again with scripts/convert_weights.py"
+    archive = _open_archive(path)
+    read = functools.partial(_read, archive, path)
+    with archive:
+        keys = set(archive.files)
+        missing_meta = [k for k in META_KEYS if k not in keys]
+        if missing_meta:
+            raise WeightsError(path, f"missing key {missing_meta[0]!r} (not a jaxstyle converted file?)", _FIX)
+        meta = {k.split("/", 1)[1]: read(k) for k in META_KEYS}
+        file_arch = _check_header(path, meta, arch)
+        shapes = vgg.conv_shapes(file_arch)
+        expected = {f"{n}/{p}" for n in shapes for p in ("kernel", "bias")} | set(META_KEYS)
+        provenance = _provenance(path, read) if "meta/provenance" in keys else {}
+        if "meta/provenance" in keys:
+            expected.add("meta/provenance")
+        if keys - expected:
+            raise WeightsError(path, f"unexpected key {sorted(keys - expected)[0]!r} for {file_arch}", _FIX)
+        if expected - keys:
+            raise WeightsError(path, f"missing key {sorted(expected - keys)[0]!r} for {file_arch}", _FIX)
+        params = {name: {part: _checked(path, f"{name}/{part}", read(f"{name}/{part}"), want)
+                         for part, want in (("kernel", shape), ("bias", shape[-1:]))}
+                  for name, shape in shapes.items()}
+        preprocess = _preprocess(path, meta)
+    info = {k: (v.item() if np.ndim(v) == 0 else v.tolist()) for k, v in meta.items()}
+    info["provenance"] = provenance
+    return file_arch, {"params": params}, preprocess, info
+
+
+_FIX = "convert it again with scripts/convert_weights.py"
+
+
+def _open_archive(path: str):
+    """The file as an open npz archive; a missing, pickled, foreign or damaged file raises WeightsError."""
     if not os.path.exists(path):
         raise WeightsError(path, "no such file", "convert or download weights first (see weights/README.md)")
     if os.path.isdir(path):
@@ -94,82 +126,74 @@ def load_converted(path, arch: str | None = None) -> tuple[str, dict, vgg.Prepro
             raise WeightsError(path, "is a pickle, which is never loaded",
                                "convert the source with scripts/convert_weights.py")
         what = "empty" if not magic else "a single .npy array" if magic == b"\x93NUMPY" else "not a zip archive"
-        raise WeightsError(path, f"not a converted weights file ({what})", fix)
+        raise WeightsError(path, f"not a converted weights file ({what})", _FIX)
     try:
         archive = np.load(path, allow_pickle=False)
     except ValueError as e:
-        raise WeightsError(path, f"not a converted weights file ({e})", fix) from None
+        raise WeightsError(path, f"not a converted weights file ({e})", _FIX) from None
     except _CORRUPT as e:
-        raise WeightsError(path, f"unreadable or truncated ({type(e).__name__})", fix) from None
+        raise WeightsError(path, f"unreadable or truncated ({type(e).__name__})", _FIX) from None
     if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise WeightsError(path, "holds a single array, not a converted weights archive", fix)
+        raise WeightsError(path, "holds a single array, not a converted weights archive", _FIX)
+    return archive
 
-    def read(key):
-        try:
-            return archive[key]
-        except ValueError as e:  # object arrays need pickle
-            raise WeightsError(path, f"key {key!r} holds pickled objects ({e})", fix) from None
-        except (*_CORRUPT, KeyError) as e:
-            raise WeightsError(path, f"key {key!r} is unreadable or truncated ({type(e).__name__})", fix) from None
 
-    with archive:
-        keys = set(archive.files)
-        missing_meta = [k for k in META_KEYS if k not in keys]
-        if missing_meta:
-            raise WeightsError(path, f"missing key {missing_meta[0]!r} (not a jaxstyle converted file?)", fix)
-        meta = {k.split("/", 1)[1]: read(k) for k in META_KEYS}
-        try:
-            version = int(meta["format_version"])
-        except (TypeError, ValueError, OverflowError) as e:
-            raise WeightsError(path, f"key 'meta/format_version' is not an integer ({e})", fix) from None
-        if version != FORMAT_VERSION:
-            raise WeightsError(path, f"format version {version}, this jaxstyle reads {FORMAT_VERSION}", fix)
-        file_arch = str(meta["arch"])
-        if file_arch not in vgg.ARCHITECTURES:
-            raise WeightsError(path, f"key 'meta/arch' names unknown architecture {file_arch!r}", fix)
-        if arch is not None and file_arch != arch:
-            raise WeightsError(path, f"holds {file_arch} weights but {arch} was requested",
-                               f"pass a {arch} file or ask for {file_arch}")
-        shapes = vgg.conv_shapes(file_arch)
-        expected = {f"{n}/{p}" for n in shapes for p in ("kernel", "bias")} | set(META_KEYS)
-        provenance = {}
-        if "meta/provenance" in keys:
-            try:
-                provenance = json.loads(str(read("meta/provenance")))
-            except ValueError as e:
-                raise WeightsError(path, f"key 'meta/provenance' is not valid JSON ({e})", fix) from None
-            if not isinstance(provenance, dict):
-                raise WeightsError(path, "key 'meta/provenance' is not a JSON object", fix)
-            expected.add("meta/provenance")
-        if keys - expected:
-            raise WeightsError(path, f"unexpected key {sorted(keys - expected)[0]!r} for {file_arch}", fix)
-        if expected - keys:
-            raise WeightsError(path, f"missing key {sorted(expected - keys)[0]!r} for {file_arch}", fix)
-        params = {}
-        for name, shape in shapes.items():
-            layer = {}
-            for part, want in (("kernel", shape), ("bias", shape[-1:])):
-                key = f"{name}/{part}"
-                value = read(key)
-                if value.dtype != np.float32:
-                    raise WeightsError(path, f"key {key!r} has dtype {value.dtype}, expected float32", fix)
-                if value.shape != want:
-                    raise WeightsError(path, f"key {key!r} has shape {value.shape}, expected {want}", fix)
-                if not np.all(np.isfinite(value)):
-                    raise WeightsError(path, f"key {key!r} contains non-finite values", fix)
-                layer[part] = value
-            params[name] = layer
-        try:
-            mean = tuple(float(m) for m in np.asarray(meta["mean"]).reshape(3))
-            std = tuple(float(s) for s in np.asarray(meta["std"]).reshape(3))
-            preprocess = vgg.Preprocess(str(meta["preset"]), bool(meta["bgr"]), float(meta["scale"]), mean, std)
-        except (TypeError, ValueError) as e:
-            raise WeightsError(path, f"invalid preprocessing metadata ({e})", fix) from None
-        if not all(np.isfinite(preprocess.mean + preprocess.std + (preprocess.scale,))) or min(std) <= 0:
-            raise WeightsError(path, "invalid preprocessing metadata (non-finite mean/scale or std <= 0)", fix)
-    info = {k: (v.item() if np.ndim(v) == 0 else v.tolist()) for k, v in meta.items()}
-    info["provenance"] = provenance
-    return file_arch, {"params": params}, preprocess, info
+def _read(archive, path: str, key: str) -> np.ndarray:
+    try:
+        return archive[key]
+    except ValueError as e:  # object arrays need pickle
+        raise WeightsError(path, f"key {key!r} holds pickled objects ({e})", _FIX) from None
+    except (*_CORRUPT, KeyError) as e:
+        raise WeightsError(path, f"key {key!r} is unreadable or truncated ({type(e).__name__})", _FIX) from None
+
+
+def _check_header(path: str, meta: dict, arch: str | None) -> str:
+    """The file's architecture, after checking the format version and that it is the one required."""
+    try:
+        version = int(meta["format_version"])
+    except (TypeError, ValueError, OverflowError) as e:
+        raise WeightsError(path, f"key 'meta/format_version' is not an integer ({e})", _FIX) from None
+    if version != FORMAT_VERSION:
+        raise WeightsError(path, f"format version {version}, this jaxstyle reads {FORMAT_VERSION}", _FIX)
+    file_arch = str(meta["arch"])
+    if file_arch not in vgg.ARCHITECTURES:
+        raise WeightsError(path, f"key 'meta/arch' names unknown architecture {file_arch!r}", _FIX)
+    if arch is not None and file_arch != arch:
+        raise WeightsError(path, f"holds {file_arch} weights but {arch} was requested",
+                           f"pass a {arch} file or ask for {file_arch}")
+    return file_arch
+
+
+def _provenance(path: str, read) -> dict:
+    try:
+        provenance = json.loads(str(read("meta/provenance")))
+    except ValueError as e:
+        raise WeightsError(path, f"key 'meta/provenance' is not valid JSON ({e})", _FIX) from None
+    if not isinstance(provenance, dict):
+        raise WeightsError(path, "key 'meta/provenance' is not a JSON object", _FIX)
+    return provenance
+
+
+def _checked(path: str, key: str, value: np.ndarray, shape) -> np.ndarray:
+    if value.dtype != np.float32:
+        raise WeightsError(path, f"key {key!r} has dtype {value.dtype}, expected float32", _FIX)
+    if value.shape != shape:
+        raise WeightsError(path, f"key {key!r} has shape {value.shape}, expected {shape}", _FIX)
+    if not np.all(np.isfinite(value)):
+        raise WeightsError(path, f"key {key!r} contains non-finite values", _FIX)
+    return value
+
+
+def _preprocess(path: str, meta: dict) -> vgg.Preprocess:
+    try:
+        mean = tuple(float(m) for m in np.asarray(meta["mean"]).reshape(3))
+        std = tuple(float(s) for s in np.asarray(meta["std"]).reshape(3))
+        preprocess = vgg.Preprocess(str(meta["preset"]), bool(meta["bgr"]), float(meta["scale"]), mean, std)
+    except (TypeError, ValueError) as e:
+        raise WeightsError(path, f"invalid preprocessing metadata ({e})", _FIX) from None
+    if not all(np.isfinite(preprocess.mean + preprocess.std + (preprocess.scale,))) or min(std) <= 0:
+        raise WeightsError(path, "invalid preprocessing metadata (non-finite mean/scale or std <= 0)", _FIX)
+    return preprocess
 
 
 def random_params(arch: str = "vgg19", seed: int = RANDOM_SEED) -> dict:
