@@ -67,10 +67,9 @@ class Problem(NamedTuple):
 
 
 def _as_image(x, what: str) -> jax.Array:
-    if isinstance(x, (str, bytes)) or hasattr(x, "__fspath__"):
-        from ..io.images import load_image  # I/O only when the caller passes paths
-
-        return jnp.asarray(load_image(x, role=what))
+    if isinstance(x, (str, bytes)) or hasattr(x, "__fspath__"):  # files are the I/O layer's: no reading here
+        raise UsageError(f"{what} image must be an HWC RGB array in [0, 1], not the path {x!r} — read it with "
+                         "jaxstyle.io.images.load_image")
     a = jnp.asarray(x, jnp.float32)
     if a.ndim != 3 or a.shape[-1] != 3:
         raise UsageError(f"{what} image must be an HWC RGB array, got shape {a.shape}")

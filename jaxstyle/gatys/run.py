@@ -211,7 +211,7 @@ def _result(problem, config, state, history, status, message="", resumable=True)
 
 
 def stylize(content, style, *, model: VGGModel | None = None, **options) -> np.ndarray:
-    """Stylize ``content`` (HWC array in [0, 1] or a path) with one or more ``style`` images; return the image.
+    """Stylize ``content`` (an HWC array in [0, 1]) with one or more ``style`` images; return the image.
 
     ``options`` are :class:`StyleConfig` fields (e.g. ``style_weight=1e5, iterations=300``). Without ``model``
     the random VGG is used (with its warning). Raises :class:`NonFiniteLossError` if the loss diverges.

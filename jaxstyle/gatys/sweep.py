@@ -255,7 +255,7 @@ def stylize_many(content, style, settings: Mapping[str, Any], *, model: VGGModel
     """Run K stylizations of one content with one set of style images in a single vmapped optimisation.
 
     Args:
-      content, style: as for :func:`~jaxstyle.gatys.run_stylize` (arrays or paths; ``style`` one or a list).
+      content, style: as for :func:`~jaxstyle.gatys.run_stylize` (HWC arrays; ``style`` one or a list).
       settings: per-run values with a leading axis K, any of ``content_weight``, ``style_weight``,
         ``tv_weight`` (K,), ``style_layer_weights`` (K, L), ``style_blend_weights`` (K, S), ``seed`` (K,)
         (noise init). Anything not given comes from ``config``; a value without the K axis is shared.
