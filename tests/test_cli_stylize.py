@@ -23,7 +23,9 @@ import pytest
 from PIL import Image
 
 from jaxstyle.cli import main
-from jaxstyle.cli import stylize as cli_stylize
+from jaxstyle.cli import monitor as cli_monitor
+from jaxstyle.cli import options
+from jaxstyle.cli import plan as cli_plan
 from jaxstyle.errors import EXIT_INTERRUPTED, EXIT_NONFINITE
 from jaxstyle.gatys import StyleConfig
 
@@ -100,11 +102,11 @@ def test_help_lists_every_flag_with_styleconfig_default(capsys):
 def test_unspecified_options_give_styleconfig_defaults_and_lists_parse():
     parser = __import__("jaxstyle.cli", fromlist=["build_parser"]).build_parser()
     args = parser.parse_args(["stylize", "--content", "c.png", "--style", "s.png", "-o", "o.png"])
-    assert cli_stylize.config_from_args(args) == StyleConfig()
+    assert options.config_from_args(args) == StyleConfig()
     args = parser.parse_args(["stylize", "--style", "a.png", "b.png", "-o", "o.png", "--style-layers",
                               "relu1_1, relu3_1", "--style-layer-weights", "2,0.5", "--style-blend-weights", "3,1",
                               "--image-size", "original", "--tv-weight", "1e-3", "--init", "style"])
-    config = cli_stylize.config_from_args(args)
+    config = options.config_from_args(args)
     assert args.style == ["a.png", "b.png"]
     assert config.style_layers == ("relu1_1", "relu3_1")
     assert config.style_layer_weights == (2.0, 0.5) and config.style_blend_weights == (3.0, 1.0)
@@ -115,7 +117,7 @@ def test_unspecified_options_give_styleconfig_defaults_and_lists_parse():
 @pytest.mark.parametrize("intervals, chunk", [((50, 0), 25), ((2, 0), 2), ((10, 4), 2), ((0, 0), 25),
                                               ((60, 90), 15), ((7, 0), 7)])
 def test_chunk_aligns_with_print_and_save_points(intervals, chunk):
-    assert cli_stylize.choose_chunk(*intervals) == chunk
+    assert cli_plan.choose_chunk(*intervals) == chunk
     for n in intervals:
         assert n == 0 or n % chunk == 0
 
@@ -462,14 +464,14 @@ def test_demo_weights_order(tmp_path, monkeypatch, present, fetched, expected):
 
 def test_ctrl_c_stops_cleanly_after_the_chunk_and_keeps_the_last_good_image(imgs, tmp_path, capsys, monkeypatch):
     """A real SIGINT during the run (sent from the progress callback): stop after that chunk, exit 130."""
-    original = cli_stylize.Monitor.__call__
+    original = cli_monitor.Monitor.__call__
 
     def press_ctrl_c(self, progress):
         original(self, progress)
         if progress.iteration == 2:
             signal.raise_signal(signal.SIGINT)
 
-    monkeypatch.setattr(cli_stylize.Monitor, "__call__", press_ctrl_c)
+    monkeypatch.setattr(cli_monitor.Monitor, "__call__", press_ctrl_c)
     handler = signal.getsignal(signal.SIGINT)
     out = tmp_path / "o.png"
     code, _, err = stylize(capsys, *transfer_args(imgs, out, "--iterations", 6, "--save-every", 2))
@@ -481,14 +483,14 @@ def test_ctrl_c_stops_cleanly_after_the_chunk_and_keeps_the_last_good_image(imgs
 
 
 def test_keyboard_interrupt_inside_the_run_keeps_the_last_good_image(imgs, tmp_path, capsys, monkeypatch):
-    original = cli_stylize.Monitor.__call__
+    original = cli_monitor.Monitor.__call__
 
     def interrupt(self, progress):
         original(self, progress)
         if progress.iteration == 2:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli_stylize.Monitor, "__call__", interrupt)
+    monkeypatch.setattr(cli_monitor.Monitor, "__call__", interrupt)
     out = tmp_path / "o.png"
     code, _, err = stylize(capsys, *transfer_args(imgs, out, "--iterations", 6, "--save-every", 2,
                                                   "--log", tmp_path / "log.jsonl", "--print-every", 2))

@@ -105,13 +105,14 @@ def test_sigint_mid_run_then_resume_gives_the_reference_image(inputs, reference,
     assert f"checkpoint of iteration {resume.iteration}" in err and "--resume" in err
     np.testing.assert_array_equal(pixels(tmp_path / "out.last-good.png"),
                                   np.rint(np.clip(np.asarray(resume.x), 0, 1) * 255).astype(np.uint8))
-    # The run description is complete: config, inputs with sha256, weights, outputs, intervals, chunk.
-    assert run["config"]["seed"] == 7 and run["config"]["iterations"] == ITERATIONS
-    assert run["inputs"]["content"]["path"] == inputs["chelsea"] and len(run["inputs"]["content"]["sha256"]) == 64
-    assert run["weights"] == {"path": "random", "sha256": None} and run["arch"] == "vgg19"
-    assert run["outputs"]["output"] == str(tmp_path / "out.png")
-    assert run["intervals"] == {"print_every": 10, "save_every": 20, "checkpoint_every": EVERY}
-    assert run["chunk"] == 10 and run["max_pixels"] == 40_000_000
+    # The run description is complete: the request (config, inputs, outputs, intervals), inputs' sha256, network.
+    request = run["request"]
+    assert request["config"]["seed"] == 7 and request["config"]["iterations"] == ITERATIONS
+    assert request["content"] == inputs["chelsea"] and len(run["hashes"][inputs["chelsea"]]) == 64
+    assert request["weights"] == "random" and run["arch"] == "vgg19"
+    assert request["output"] == str(tmp_path / "out.png")
+    assert (request["print_every"], request["save_every"], request["checkpoint_every"]) == (10, 20, EVERY)
+    assert request["max_pixels"] == 40_000_000 and run["iteration"] == resume.iteration
 
     proc = cli("--resume", tmp_path / "out.ckpt.npz", cwd=tmp_path)  # no other option needed
     assert proc.returncode == 0, proc.stderr

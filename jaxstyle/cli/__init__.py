@@ -13,6 +13,7 @@ import sys
 import warnings
 
 from ..errors import EXIT_INTERRUPTED, ConfigError, JaxstyleError
+from .options import flag
 
 # name -> module in jaxstyle.cli; order is the order in --help.
 SUBCOMMANDS = ("stylize", "sweep", "convert", "download", "features")
@@ -23,11 +24,6 @@ class OneLineArgumentParser(argparse.ArgumentParser):
 
     def error(self, message):
         self.exit(2, f"error: {' '.join(message.split())} (see {self.prog} --help)\n")
-
-
-def flag(field: str) -> str:
-    """The command-line option of a configuration field: ``style_weight`` -> ``--style-weight``."""
-    return "--" + field.replace("_", "-")
 
 
 def build_parser() -> argparse.ArgumentParser:

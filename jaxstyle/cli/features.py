@@ -13,7 +13,7 @@ from ..gatys.config import StyleConfig
 from ..gatys.problem import long_side_shape
 from ..io import compilation_cache, images
 from ..nets import vgg
-from .stylize import DEFAULT_WEIGHTS, _image_size, _names, _one_line_error, _weights_path, ORIGINAL
+from . import options
 
 HELP = "print the feature shapes a VGG weights file gives for an image"
 DEFAULT_IMAGE_SIZE = StyleConfig.image_size  # the size stylize would use
@@ -23,16 +23,16 @@ def register(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "features", help=HELP, description="Load VGG weights (or the random VGG), run IMAGE through them and print "
         "the shape (height, width, channels) and mean activation of each requested layer.")
-    parser.error = functools.partial(_one_line_error, parser)
+    parser.error = functools.partial(options.one_line_error, parser)
     parser.add_argument("--image", metavar="IMAGE", help="input image (required unless --info)")
     parser.add_argument("--info", action="store_true",
                         help="print what the weights file is (architecture, preprocessing, source, checksum and "
                              "provenance) and, without --image, nothing else")
     parser.add_argument("--weights", metavar="NPZ", help=f"converted VGG weights, or 'random' (default: "
-                        f"{DEFAULT_WEIGHTS} if it exists, else random, with a warning)")
-    parser.add_argument("--layers", type=_names, metavar="L,...", help="comma-separated layers (default: all "
+                        f"{options.DEFAULT_WEIGHTS} if it exists, else random, with a warning)")
+    parser.add_argument("--layers", type=options.name_list, metavar="L,...", help="comma-separated layers (default: all "
                         "layers of the network)")
-    parser.add_argument("--image-size", type=_image_size, metavar="PX", default=DEFAULT_IMAGE_SIZE,
+    parser.add_argument("--image-size", type=options.image_size_or_original, metavar="PX", default=DEFAULT_IMAGE_SIZE,
                         help="resize so the long side is PX pixels, or 'original' (default: %(default)s, as stylize)")
     parser.add_argument("--max-pixels", type=int, metavar="N", default=images.DEFAULT_MAX_PIXELS,
                         help="refuse images above N pixels (0: no limit) (default: %(default)s)")
@@ -47,12 +47,12 @@ def run(args) -> int:
     from ..nets.model import extract_features, load_vgg
 
     if args.info:
-        print_info(_weights_path(args.weights))
+        print_info(options.weights_path(args.weights))
         if args.image is None:
             return 0
     if args.image is None:
         raise UsageError("--image is required (or --info to describe the weights only)")
-    size = None if args.image_size == ORIGINAL else args.image_size
+    size = None if args.image_size == options.ORIGINAL else args.image_size
     if size is not None and size < vgg.MIN_SIZE:
         raise UsageError(f"--image-size must be >= {vgg.MIN_SIZE}, not {size}")
     if args.layers is not None:
@@ -60,7 +60,7 @@ def run(args) -> int:
             vgg.validate_layers("vgg19", args.layers)
         except ValueError as e:
             raise UsageError(f"--layers: {e}") from None
-    model = load_vgg(_weights_path(args.weights))
+    model = load_vgg(options.weights_path(args.weights))
     layers = args.layers or model.layer_names()
     try:
         vgg.validate_layers(model.arch, layers)

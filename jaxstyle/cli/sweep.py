@@ -25,7 +25,7 @@ from ..gatys.config import INITS, SWEEPABLE, StyleConfig
 from ..io import compilation_cache, images
 from ..io.target_cache import TargetCache
 from ..nets import weights as weights_lib
-from . import stylize as stylize_cli
+from . import options
 from .interrupt import StopRequest
 
 HELP = "many stylizations at once: a grid (or --zip) of weights and seeds, vmapped and sharded over devices"
@@ -59,7 +59,7 @@ MAX_CHUNK = 25  # iterations per compiled call at most: progress is printed at l
 
 def _list(kind):
     def parse(text: str):
-        return [kind(t) for t in stylize_cli._names(text)]
+        return [kind(t) for t in options.name_list(text)]
 
     return parse
 
@@ -67,33 +67,33 @@ def _list(kind):
 def register(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser("sweep", help=HELP, description=DESCRIPTION, epilog=EPILOG,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.error = functools.partial(stylize_cli._one_line_error, parser)
+    parser.error = functools.partial(options.one_line_error, parser)
     io = parser.add_argument_group("inputs and outputs")
     io.add_argument("--content", metavar="IMAGE", help="content image (not needed with --mode style)")
     io.add_argument("--style", metavar="IMAGE", nargs="+", help="one or more style images")
     io.add_argument("-o", "--output", metavar="OUTDIR", help="directory for the images, sweep.json and "
                     "contact_sheet.png (created if missing; files of the same names are replaced)")
     io.add_argument("--weights", metavar="NPZ", help=f"converted VGG weights, or 'random' (default: "
-                    f"{stylize_cli.DEFAULT_WEIGHTS} if it exists, else random, with a warning)")
-    io.add_argument("--max-pixels", type=stylize_cli._int, metavar="N", default=images.DEFAULT_MAX_PIXELS,
+                    f"{options.DEFAULT_WEIGHTS} if it exists, else random, with a warning)")
+    io.add_argument("--max-pixels", type=options.integer, metavar="N", default=images.DEFAULT_MAX_PIXELS,
                     help="refuse input images above N pixels (0: no limit) (default: %(default)s)")
 
     sw = parser.add_argument_group("swept settings (comma lists; one value = the same for every run)")
-    defaults = stylize_cli.DEFAULTS
+    defaults = options.DEFAULTS
     for name in ("content_weight", "style_weight", "tv_weight"):
-        sw.add_argument(stylize_cli._flag(name), dest=name, type=_list(stylize_cli._float), metavar="V,...",
-                        help=f"{stylize_cli.CONFIG_OPTIONS[name][1]} (default: {defaults[name]})")
-    sw.add_argument("--seed", dest="seed", type=_list(stylize_cli._int), metavar="N,...",
+        sw.add_argument(options.flag(name), dest=name, type=_list(options.number), metavar="V,...",
+                        help=f"{options.CONFIG_OPTIONS[name][1]} (default: {defaults[name]})")
+    sw.add_argument("--seed", dest="seed", type=_list(options.integer), metavar="N,...",
                     help=f"seeds of the noise init (default: {defaults['seed']})")
     for name, what in (("style_layer_weights", "style layer"), ("style_blend_weights", "style image")):
-        sw.add_argument(stylize_cli._flag(name), dest=name, type=stylize_cli._floats, nargs="+", metavar="W,...",
+        sw.add_argument(options.flag(name), dest=name, type=options.number_list, nargs="+", metavar="W,...",
                         help=f"one comma vector per run, one weight per {what} "
-                             f"(default: {stylize_cli._show(defaults[name], stylize_cli.CONFIG_OPTIONS[name][2])})")
+                             f"(default: {options.show(defaults[name], options.CONFIG_OPTIONS[name][2])})")
     sw.add_argument("--zip", action="store_true", help="pair the lists in order (all of equal length) instead of "
                                                       "taking their product")
 
     hp = parser.add_argument_group("other hyperparameters (as jaxstyle stylize; defaults from StyleConfig)")
-    for name, (kwargs, text, none) in stylize_cli.CONFIG_OPTIONS.items():
+    for name, (kwargs, text, none) in options.CONFIG_OPTIONS.items():
         if name in SWEPT:
             continue
         default = sweep.DEFAULT_CONFIG.optimizer if name == "optimizer" else defaults[name]
@@ -102,8 +102,8 @@ def register(subparsers) -> argparse.ArgumentParser:
             text = "starting image of every run: white noise (from --seed), the content or the style"
         if name == "optimizer":
             text += "; a sweep defaults to lbfgs-nols: the line search costs ~3x under vmap"
-        hp.add_argument(stylize_cli._flag(name), dest=name, default=None,
-                        help=f"{text} (default: {stylize_cli._show(default, none or 'none')})", **kwargs)
+        hp.add_argument(options.flag(name), dest=name, default=None,
+                        help=f"{text} (default: {options.show(default, none or 'none')})", **kwargs)
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines or summary")
     parser.add_argument("--no-target-cache", action="store_true",
                         help="recompute the content/style targets instead of reusing stored ones (see stylize)")
@@ -123,7 +123,7 @@ def runs_from_args(args) -> list[dict]:
     if args.zip:
         lengths = {n: len(v) for n, v in given.items()}
         if len(set(lengths.values())) > 1:
-            shown = ", ".join(f"{stylize_cli._flag(n)} has {k}" for n, k in lengths.items())
+            shown = ", ".join(f"{options.flag(n)} has {k}" for n, k in lengths.items())
             raise UsageError(f"--zip needs lists of equal length: {shown} — give as many values to each, or drop "
                              "--zip for their product")
         return [dict(zip(names, values)) for values in zip(*given.values())]
@@ -172,12 +172,8 @@ class Plan:
 
 def plan(args) -> Plan:
     """Check every option and output path; raise UsageError (one line) before anything is computed."""
-    given = {n: getattr(args, n) for n in stylize_cli.CONFIG_OPTIONS if n not in SWEPT
-             and getattr(args, n, None) is not None}
-    if "image_size" in given and given["image_size"] == stylize_cli.ORIGINAL:
-        given["image_size"] = None
-    config = dataclasses.replace(sweep.DEFAULT_CONFIG, **given)
-    styles = stylize_cli.check_inputs(config, args.content, args.style)
+    config = options.config_from_args(args, sweep.DEFAULT_CONFIG, skip=SWEPT)
+    styles = options.check_inputs(config, args.content, args.style)
     if args.output is None:
         raise UsageError("-o/--output OUTDIR is required")
     if args.max_pixels < 0:
@@ -204,7 +200,7 @@ def plan(args) -> Plan:
     paths = [check(os.path.join(outdir, f"{n}.png"), inputs) for n in names]
     sheet = check(os.path.join(outdir, SHEET), inputs)
     report = check(os.path.join(outdir, REPORT), inputs, allowed=(".json",))
-    return Plan(config, args.content, styles, stylize_cli._weights_path(args.weights), outdir, runs, paths,
+    return Plan(config, args.content, styles, options.weights_path(args.weights), outdir, runs, paths,
                 report, sheet, args.max_pixels or None, min(MAX_CHUNK, max(1, config.iterations)))
 
 
