@@ -30,8 +30,8 @@ def register(subparsers) -> argparse.ArgumentParser:
                              "provenance) and, without --image, nothing else")
     parser.add_argument("--weights", metavar="NPZ", help=f"converted VGG weights, or 'random' (default: "
                         f"{options.DEFAULT_WEIGHTS} if it exists, else random, with a warning)")
-    parser.add_argument("--layers", type=options.name_list, metavar="L,...", help="comma-separated layers (default: all "
-                        "layers of the network)")
+    parser.add_argument("--layers", type=options.name_list, metavar="L,...", help="comma-separated layers (default: "
+                        "all layers of the network)")
     parser.add_argument("--image-size", type=options.image_size_or_original, metavar="PX", default=DEFAULT_IMAGE_SIZE,
                         help="resize so the long side is PX pixels, or 'original' (default: %(default)s, as stylize)")
     parser.add_argument("--max-pixels", type=int, metavar="N", default=images.DEFAULT_MAX_PIXELS,

@@ -16,6 +16,7 @@ from ..errors import UsageError
 from ..gatys.config import INITS, MODES, ORIGINAL_COLORS, StyleConfig
 from ..nets import vgg, weights
 from ..nets.precision import PRECISIONS
+from ..objective.losses import TV_NORMS
 from ..objective.perceptual import NORMALIZATIONS
 from ..optim.optimizers import OPTIMIZERS
 
@@ -91,15 +92,19 @@ CONFIG_OPTIONS = {
                             "sum 1)", "equal"),
     "normalization": ({"choices": NORMALIZATIONS}, "loss normalisation: relative = each layer term is a "
                       "relative error (weights independent of size and weights file); size = means; paper = "
-                      "the paper's sums", None),
-    "image_size": ({"type": image_size_or_original, "metavar": "PX"}, "long side of the output in pixels, or 'original' "
-                   "for the content's own size", ORIGINAL),
+                      "the paper's sums; neural-style = neural-style's and neural-style-pt's formulas (their "
+                      "weights mean the same here)", None),
+    "tv_norm": ({"choices": TV_NORMS}, "total variation: l2 = squared differences of neighbouring pixels, l1 = "
+                "absolute ones (neural-style-pt's)", None),
+    "image_size": ({"type": image_size_or_original, "metavar": "PX"}, "long side of the output in pixels, or "
+                   "'original' for the content's own size", ORIGINAL),
     "style_scale": ({"type": number, "metavar": "S"}, "style images' long side = S x image size", None),
     "init": ({"metavar": "noise|content|style|PATH"}, "starting image: white noise (from --seed), the content, "
              "the style, or an image file", None),
     "seed": ({"type": integer, "metavar": "N"}, "random seed of the noise init", None),
     "iterations": ({"type": integer, "metavar": "N"}, "optimiser iterations", None),
-    "optimizer": ({"choices": OPTIMIZERS}, "lbfgs-nols (unit-step L-BFGS), lbfgs (zoom line search), adam, scipy-lbfgs", None),
+    "optimizer": ({"choices": OPTIMIZERS}, "lbfgs-nols (unit-step L-BFGS), lbfgs (zoom line search), adam, "
+                  "scipy-lbfgs", None),
     "learning_rate": ({"type": number, "metavar": "LR"}, "Adam step size (image in [0, 1] units)", None),
     "lbfgs_memory": ({"type": integer, "metavar": "M"}, "L-BFGS history size", None),
     "original_colors": ({"choices": ORIGINAL_COLORS}, "keep the content's colours: luminance-only transfer or "

@@ -5,10 +5,10 @@ driver and vmapped sweeps.
 ``run`` (:func:`run_stylize`, :func:`stylize`) and ``sweep`` (:func:`stylize_many`).
 """
 
-from .config import StyleConfig, loss_spec, loss_weights
+from .config import StyleConfig, blend_weights, layer_weights, loss_spec, loss_weights
 from .problem import init_image, prepare
 from .run import StylizeResult, run_stylize, stylize
 from .sweep import stylize_many
 
-__all__ = ["StyleConfig", "StylizeResult", "init_image", "loss_spec", "loss_weights", "prepare", "run_stylize",
-           "stylize", "stylize_many"]
+__all__ = ["StyleConfig", "StylizeResult", "blend_weights", "init_image", "layer_weights", "loss_spec",
+           "loss_weights", "prepare", "run_stylize", "stylize", "stylize_many"]

@@ -13,6 +13,7 @@ from .. import colour
 from ..errors import ConfigError
 from ..nets import precision as precision_lib
 from ..nets import vgg
+from ..objective.losses import TV_NORMS
 from ..objective.perceptual import NORMALIZATIONS, LossSpec, LossWeights
 from ..optim import optimizers as optim
 
@@ -54,7 +55,11 @@ class StyleConfig:
     #   larger than torchvision's, which scales the paper's content term by ~2500 and style by ~6e6).
     # "size": content and TV are means instead of sums (size-independent; still depends on feature scale).
     # "paper": the exact formulas of Gatys et al.; weights then depend on image size and weights source.
+    # "neural-style": jcjohnson/neural-style's and neural-style-pt's formulas (mean squared errors, Grams divided
+    #   by N_l M_l, every style layer weighted 1, TV on the network's input), so their documented weights
+    #   (content 5, style 100, tv 1e-3) mean the same here with the same (Caffe) weights.
     normalization: str = "relative"
+    tv_norm: str = "l2"  # l2: sum of squared differences; l1: sum of absolute ones (neural-style-pt's TVLoss)
     image_size: int | None = 512  # long side of the output in pixels; None keeps the content's size
     style_scale: float = 1.0  # style image long side = style_scale * image_size
     init: str = "noise"  # noise | content | style
@@ -101,7 +106,8 @@ class StyleConfig:
             raise ConfigError("lbfgs_memory", f" must be >= 1, not {self.lbfgs_memory}")
 
     def _check_choices(self) -> None:
-        for name, allowed in (("init", INITS), ("normalization", NORMALIZATIONS), ("optimizer", optim.OPTIMIZERS),
+        for name, allowed in (("init", INITS), ("normalization", NORMALIZATIONS), ("tv_norm", TV_NORMS),
+                              ("optimizer", optim.OPTIMIZERS),
                               ("original_colors", ORIGINAL_COLORS), ("color_match", colour.COLOR_MATCH_METHODS),
                               ("mode", MODES), ("pooling", vgg.POOLINGS),
                               ("precision", precision_lib.PRECISIONS)):
@@ -134,13 +140,14 @@ def _check_weights(name: str, values, count: int | None, what: str) -> None:
 def loss_spec(config: StyleConfig) -> LossSpec:
     """The static part of the loss for ``config``."""
     return LossSpec(tuple(config.content_layers), tuple(config.style_layers), config.normalization,
-                    config.precision)
+                    config.precision, config.tv_norm)
 
 
 def layer_weights(config: StyleConfig) -> tuple[float, ...]:
-    """w_l, one per style layer: the configured ones, else the paper's 1/L each (1/5 on five layers)."""
+    """w_l, one per style layer: the configured ones, else the paper's 1/L each (1/5 on five layers); with the
+    neural-style normalisation 1 each, as there the style weight multiplies every layer's loss."""
     n = len(config.style_layers)
-    return config.style_layer_weights or (1.0 / n,) * n
+    return config.style_layer_weights or ((1.0 if config.normalization == "neural-style" else 1.0 / n),) * n
 
 
 def blend_weights(config: StyleConfig, n_styles: int) -> tuple[float, ...]:

@@ -1,9 +1,9 @@
 """Loss functions of Gatys, Ecker & Bethge (CVPR 2016), as pure functions.
 
 Features are ``(..., H, W, C)`` arrays: ``F^l`` of the paper is the ``C x (H*W)`` matrix ``N_l x M_l``.
-These are the exact formulas of the paper and the reference definition of jaxstyle. The one optional
-normalisation (so that default weights behave the same at every image size) lives in
-:func:`jaxstyle.objective.total_loss`, nowhere else.
+These are the exact formulas of the paper and the reference definition of jaxstyle. The normalisations of the
+terms (so that default weights behave the same at every image size, or as another implementation's do) live in
+:func:`jaxstyle.objective.loss_terms`, nowhere else.
 """
 
 from __future__ import annotations
@@ -42,12 +42,21 @@ def style_layer_loss(features: jax.Array, target_gram: jax.Array) -> jax.Array:
     return jnp.sum(diff * diff) / (4.0 * n**2 * m**2)
 
 
-def tv_loss(image: jax.Array) -> jax.Array:
-    """Total variation (squared differences of neighbouring pixels), ``(..., H, W, C)``.
+TV_NORMS = ("l2", "l1")
 
-    ``sum (x[i+1, j] - x[i, j])^2 + (x[i, j+1] - x[i, j])^2`` as in neural-style's TVLoss (Mahendran & Vedaldi).
+
+def tv_loss(image: jax.Array, norm: str = "l2") -> jax.Array:
+    """Total variation of ``(..., H, W, C)``: differences of vertically and horizontally neighbouring pixels.
+
+    ``"l2"``: ``sum (x[i+1, j] - x[i, j])^2 + (x[i, j+1] - x[i, j])^2`` (Mahendran & Vedaldi's TV with beta = 2;
+    neural-style's TVLoss takes the gradient of half of it). ``"l1"``: ``sum |x[i+1, j] - x[i, j]| +
+    |x[i, j+1] - x[i, j]|``, the anisotropic TV of neural-style-pt's TVLoss.
     """
     x = image.astype(jnp.float32)
     dh = x[..., 1:, :, :] - x[..., :-1, :, :]
     dw = x[..., :, 1:, :] - x[..., :, :-1, :]
-    return jnp.sum(dh * dh) + jnp.sum(dw * dw)
+    if norm == "l1":
+        return jnp.sum(jnp.abs(dh)) + jnp.sum(jnp.abs(dw))
+    if norm == "l2":
+        return jnp.sum(dh * dh) + jnp.sum(dw * dw)
+    raise ValueError(f"tv norm must be one of {', '.join(TV_NORMS)}, not {norm!r}")

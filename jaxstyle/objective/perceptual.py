@@ -18,15 +18,20 @@ from .losses import content_loss, style_layer_loss, tv_loss
 from .targets import Targets
 
 _EPS = 1e-12
-NORMALIZATIONS = ("relative", "size", "paper")
+# How the loss terms are scaled (docs/algorithm.md): "relative" (each content and style layer term divided by its
+# target's own energy), "size" (content and TV as means), "paper" (Gatys et al.'s sums), "neural-style" (the
+# formulas of jcjohnson/neural-style and ProGamerGov/neural-style-pt, so their documented weights mean the same).
+NORMALIZATIONS = ("relative", "size", "paper", "neural-style")
+
 
 class LossSpec(NamedTuple):
-    """The static (hashable) part of the loss: which layers, which normalisation."""
+    """The static (hashable) part of the loss: which layers, which normalisation, precision and TV."""
 
     content_layers: tuple[str, ...]
     style_layers: tuple[str, ...]
     normalization: str = "relative"
     precision: str = "float32"
+    tv_norm: str = "l2"  # "l2" (squared differences) or "l1" (absolute: neural-style-pt's)
 
 
 class LossWeights(NamedTuple):
@@ -39,35 +44,63 @@ class LossWeights(NamedTuple):
     blend: jax.Array  # (S,) style blend weights, summing to 1
 
 
+def content_term(features: jax.Array, target: jax.Array, normalization: str) -> jax.Array:
+    """One content layer's term: the paper's ``L_content``, scaled by ``normalization``."""
+    term = content_loss(features, target)  # 1/2 sum (F - P)^2
+    if normalization == "size":  # mean instead of sum over N_l * M_l
+        return term / target.size
+    if normalization == "relative":  # relative squared error: / (1/2 sum P^2)
+        return term / (content_loss(target, jnp.zeros_like(target)) + _EPS)
+    if normalization == "neural-style":  # nn.MSECriterion / nn.MSELoss: mean (F - P)^2
+        return 2.0 * term / target.size
+    return term
+
+
+def style_term(features: jax.Array, target_gram: jax.Array, normalization: str) -> jax.Array:
+    """One style layer's term: the paper's ``E_l`` for the Gram ``target_gram`` (at this M_l), scaled.
+
+    neural-style divides both Grams by the layer's element count N_l M_l and takes their mean squared error over
+    the N_l^2 entries: ``sum (G - A)^2 / (N_l^4 M_l^2) = 4 E_l / N_l^2``.
+    """
+    term = style_layer_loss(features, target_gram)  # sum (G - A)^2 / (4 N^2 M^2)
+    n, m = features.shape[-1], features.shape[0] * features.shape[1]
+    if normalization == "relative":  # sum (G - A)^2 / sum A^2
+        return term / (jnp.sum(target_gram * target_gram) / (4.0 * n**2 * m**2) + _EPS)
+    if normalization == "neural-style":
+        return 4.0 * term / n**2
+    return term
+
+
+def tv_term(image: jax.Array, model: VGGModel, spec: LossSpec) -> jax.Array:
+    """The TV term of one HWC image in [0, 1]: a mean over pixels and channels ("relative", "size"), the sum
+    ("paper"), or, as neural-style(-pt), the sum over the network's input (their TVLoss is the first module of
+    the network: on Caffe weights the image x 255, here, x 256 there)."""
+    if spec.normalization == "neural-style":
+        return tv_loss(model.preprocess(image[None])[0], spec.tv_norm)
+    tv = tv_loss(image, spec.tv_norm)
+    return tv if spec.normalization == "paper" else tv / image.size
+
+
 def loss_terms(image: jax.Array, model: VGGModel, targets: Targets, weights: LossWeights,
                spec: LossSpec) -> dict[str, jax.Array]:
-    """The weighted terms ``{"content", "style", "tv", "total"}`` for one HWC image (pure)."""
-    # The paper's formulas are computed first; the chosen normalisation (departure, documented) divides each
-    # term by a constant of its target, here and nowhere else.
+    """The weighted terms ``{"content", "style", "tv", "total"}`` for one HWC image (pure).
+
+    ``content_weight * sum_l content_term + style_weight * sum_l w_l style_term + tv_weight * tv_term``; the
+    normalisation (a documented departure from the paper) is applied in the three ``*_term`` functions only.
+    """
     # Content-only reconstruction has no style images: no style targets, no style layers to run.
     style_layers = spec.style_layers if targets.grams else ()
     feats = extract_features(model, image, spec.content_layers + style_layers, spec.precision)
     content = jnp.float32(0.0)
     for layer in spec.content_layers:
-        target = targets.content[layer]
-        term = content_loss(feats[layer], target)
-        if spec.normalization == "size":  # mean instead of sum over N_l * M_l
-            term = term / target.size
-        elif spec.normalization == "relative":  # relative squared error: / (1/2 sum P^2)
-            term = term / (content_loss(target, jnp.zeros_like(target)) + _EPS)
-        content = content + term
+        content = content + content_term(feats[layer], targets.content[layer], spec.normalization)
     style = jnp.float32(0.0)
     for i, layer in enumerate(style_layers):
         f = feats[layer]
+        # The blended Gram of the style images, each brought to this image's M_l (see targets.style_targets).
         blended = jnp.tensordot(weights.blend, targets.grams[layer], axes=1) * (f.shape[0] * f.shape[1])
-        term = style_layer_loss(f, blended)
-        if spec.normalization == "relative":  # sum (G - A)^2 / sum A^2
-            term = term / (jnp.sum(blended * blended) / (4.0 * f.shape[-1] ** 2 * (f.shape[0] * f.shape[1]) ** 2)
-                           + _EPS)
-        style = style + weights.style_layers[i] * term
-    tv = tv_loss(image)
-    if spec.normalization != "paper":  # mean over pixels and channels instead of a sum
-        tv = tv / image.size
+        style = style + weights.style_layers[i] * style_term(f, blended, spec.normalization)
+    tv = tv_term(image, model, spec)
     terms = {"content": weights.content * content, "style": weights.style * style, "tv": weights.tv * tv}
     terms["total"] = terms["content"] + terms["style"] + terms["tv"]
     return terms
