@@ -46,7 +46,8 @@ def loss_and_grad(spec, *, weight_grads=False, gram_precision=None, precision=No
     gram_precision: a ``jax.lax.Precision`` for the Gram instead of HIGHEST.
     precision: a :mod:`jaxstyle.nets.precision` mode for the conv stack.
     """
-    from jaxstyle.nets import precision as precision_mod
+    if precision is not None:  # extract_features applies the conv stack's precision named in the spec
+        spec = spec._replace(precision=precision)
 
     def f(model, x, targets, weights):
         with contextlib.ExitStack() as stack:
@@ -54,9 +55,6 @@ def loss_and_grad(spec, *, weight_grads=False, gram_precision=None, precision=No
                 stack.enter_context(swapped(perceptual, "extract_features", _features_with_weight_grads))
             if gram_precision is not None:
                 stack.enter_context(swapped(losses, "HIGHEST", gram_precision))
-            if precision is not None:
-                stack.enter_context(swapped(perceptual, "extract_features",
-                                            lambda m, i, l, _p="float32": precision_mod.extract_features(m, i, l, precision)))
             loss = lambda m, img: perceptual.total_loss(img, m, targets, weights, spec)
             if weight_grads:
                 return jax.value_and_grad(loss, argnums=(0, 1))(model, x)
