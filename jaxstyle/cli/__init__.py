@@ -1,7 +1,8 @@
 """The ``jaxstyle`` command: one subcommand per module in this package.
 
-Each subcommand module defines ``register(subparsers) -> argparse.ArgumentParser`` and sets ``run=`` on the
-parser (``parser.set_defaults(run=func)``); ``func(args) -> int`` returns the exit status. Errors derived from
+Each subcommand module defines ``register(subparsers) -> argparse.ArgumentParser`` and sets ``execute=`` on the
+parser (``parser.set_defaults(execute=func)``); ``func(args) -> int`` carries the command out and returns the exit
+status ("run" is kept for what it means everywhere else: one stylization). Errors derived from
 :class:`~jaxstyle.errors.JaxstyleError` become one line on stderr and their exit code, never a traceback.
 """
 
@@ -53,7 +54,7 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.run(args) or 0)
+        return int(args.execute(args) or 0)
     except ConfigError as e:  # the library names the field (style_weight); the command line knows --style-weight
         print(f"error: {e.renamed(flag)}", file=sys.stderr)
         return e.exit_code

@@ -35,11 +35,11 @@ def register(subparsers) -> argparse.ArgumentParser:
                              "torchvision-layout files (.pth, .safetensors) whose origin is unknown: "
                              "torchvision = RGB 0-1 ImageNet mean/std, caffe = BGR 0-255 minus mean pixel")
     parser.add_argument("--force", action="store_true", help="overwrite the output if it already exists")
-    parser.set_defaults(run=run)
+    parser.set_defaults(execute=execute)
     return parser
 
 
-def run(args) -> int:
+def execute(args) -> int:
     info = converter.convert(args.source, args.output, format=args.format, preset=args.preset,
                              overwrite=args.force)
     print(format_summary(info))

@@ -51,11 +51,11 @@ def register(subparsers) -> argparse.ArgumentParser:
     mirror.add_argument("--sha256-prefix", default=None, metavar="HEX",
                         help="expected sha256 of the file, or its first hex digits (replaces the published "
                              "checksum)")
-    parser.set_defaults(run=run)
+    parser.set_defaults(execute=execute)
     return parser
 
 
-def run(args) -> int:
+def execute(args) -> int:
     info = downloader.download(args.source, args.arch, args.output, keep_source=args.keep_source, url=args.url,
                                md5=args.md5, sha256_prefix=args.sha256_prefix, overwrite=args.force,
                                preset=args.preset, timeout=args.timeout)

@@ -36,11 +36,11 @@ def register(subparsers) -> argparse.ArgumentParser:
                         help="resize so the long side is PX pixels, or 'original' (default: %(default)s, as stylize)")
     parser.add_argument("--max-pixels", type=int, metavar="N", default=images.DEFAULT_MAX_PIXELS,
                         help="refuse images above N pixels (0: no limit) (default: %(default)s)")
-    parser.set_defaults(run=run)
+    parser.set_defaults(execute=execute)
     return parser
 
 
-def run(args) -> int:
+def execute(args) -> int:
     compilation_cache.enable()
     from ..errors import UsageError
     from ..gatys.problem import resize

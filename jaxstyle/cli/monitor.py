@@ -29,7 +29,7 @@ class Monitor:
         self.frames: list[str] = []
         self._last_log = 0
         self.last_saved = 0
-        self.checkpoint = None  # set by run(): (RunState, history) -> None, writes a checkpoint
+        self.checkpoint = None  # set by execute(): (RunState, history) -> None, writes a checkpoint
         self._last_checkpoint = 0
         self._resumed_at = 0
         # disable=None: tqdm turns itself off when stderr is not a terminal; lines are printed instead.

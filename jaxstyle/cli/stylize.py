@@ -108,7 +108,7 @@ def register(subparsers) -> argparse.ArgumentParser:
                     "alone, a checkpoint is written only at the end and on Ctrl-C")
     ck.add_argument("--resume", metavar="CKPT", help="continue the run saved in CKPT with its own settings and "
                     "inputs (checked by sha256); only --iterations (to extend it), -o and -q may be given too")
-    parser.set_defaults(run=run)
+    parser.set_defaults(execute=execute)
     return parser
 
 
@@ -150,7 +150,7 @@ def _load(p: Plan):
     return content, styles, init, load_vgg(p.weights, pooling=p.config.pooling, arch=p.arch)
 
 
-def run(args) -> int:
+def execute(args) -> int:
     compilation_cache.enable()
     request, description, shapes = _request(args)
     p = build(request, resuming=description is not None)

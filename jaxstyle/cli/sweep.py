@@ -107,7 +107,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines or summary")
     parser.add_argument("--no-target-cache", action="store_true",
                         help="recompute the content/style targets instead of reusing stored ones (see stylize)")
-    parser.set_defaults(run=run)
+    parser.set_defaults(execute=execute)
     return parser
 
 
@@ -195,7 +195,7 @@ def plan(args) -> Plan:
         inputs.append(args.weights)
     if not os.path.isdir(outdir) and not os.access(parent, os.W_OK):
         raise UsageError(f"{outdir}: parent directory {parent} is not writable — choose another -o")
-    # The directory is made by run() once every input has loaded, so a failed command leaves nothing behind.
+    # The directory is made by execute() once every input has loaded, so a failed command leaves nothing behind.
     check = functools.partial(images.check_output_path, create_directory=True)
     paths = [check(os.path.join(outdir, f"{n}.png"), inputs) for n in names]
     sheet = check(os.path.join(outdir, SHEET), inputs)
@@ -212,7 +212,7 @@ def settings_of(runs: list[dict]) -> dict:
 # ------------------------------------------------------------------------------------------------ run
 
 
-def run(args) -> int:
+def execute(args) -> int:
     compilation_cache.enable()
     p = plan(args)
     content = images.load_image(p.content, max_pixels=p.max_pixels, role="content") if p.content else None
