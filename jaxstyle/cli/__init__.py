@@ -15,7 +15,7 @@ import warnings
 from ..errors import EXIT_INTERRUPTED, JaxstyleError
 
 # name -> module in jaxstyle.cli; order is the order in --help.
-SUBCOMMANDS = ("stylize", "sweep", "convert", "download", "features")
+SUBCOMMANDS = ("stylize", "sweep", "convert", "download", "features", "train", "apply")
 
 
 class OneLineArgumentParser(argparse.ArgumentParser):

@@ -16,6 +16,7 @@ loss networks with other preprocessing (the real VGG16 uses Caffe's 0-255 BGR in
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Sequence
 
 import flax.struct
@@ -41,13 +42,29 @@ def feature_gain(preprocess: perceptual.Preprocess) -> float:
     return _REFERENCE_GAIN / gain
 
 
+@dataclasses.dataclass(frozen=True)
+class LossSettings:
+    """The part of :class:`FastConfig` the loss depends on (so other fields never cause a recompilation)."""
+
+    content_layers: tuple[str, ...]
+    style_layers: tuple[str, ...]
+    content_weight: float
+    style_weight: float
+    tv_weight: float
+    pixel_weight: float
+
+    @classmethod
+    def of(cls, config: FastConfig) -> "LossSettings":
+        return cls(**{f.name: getattr(config, f.name) for f in dataclasses.fields(cls)})
+
+
 @flax.struct.dataclass
 class Objective:
     """The fixed part of the training loss: loss network, per-style Gram targets, weights (static)."""
 
     vgg: perceptual.VGGModel
     style_grams: dict  # layer -> (n_styles, C, C)
-    config: FastConfig = flax.struct.field(pytree_node=False)
+    config: LossSettings = flax.struct.field(pytree_node=False)
     gain: float = flax.struct.field(pytree_node=False, default=1.0)
 
 
@@ -65,7 +82,7 @@ def features(objective: Objective, images: jax.Array, layers: Sequence[str]) -> 
 def make_objective(vgg: perceptual.VGGModel, styles: Sequence, config: FastConfig) -> Objective:
     """Compute the Gram targets of each style image (HWC in [0, 1], already at its training size)."""
     perceptual.validate_layers(vgg.arch, (*config.content_layers, *config.style_layers))
-    probe = Objective(vgg=vgg, style_grams={}, config=config, gain=feature_gain(vgg.preprocess))
+    probe = Objective(vgg=vgg, style_grams={}, config=LossSettings.of(config), gain=feature_gain(vgg.preprocess))
     per_style = [features(probe, jnp.asarray(s)[None], config.style_layers) for s in styles]
     grams = {name: jnp.concatenate([gram(f[name]) for f in per_style]) for name in config.style_layers}
     return probe.replace(style_grams=grams)
