@@ -143,7 +143,8 @@ class _Progress:
         if self.bar is None:
             from tqdm import tqdm
 
-            self.bar = tqdm(initial=step - 1, file=sys.stderr, unit="step", dynamic_ncols=True, desc="train")
+            self.bar = tqdm(initial=step - 1, file=sys.stderr, unit="step", dynamic_ncols=True, desc="train",
+                             disable=None)  # None: off when stderr is not a terminal (plain lines instead)
         terms = " ".join(f"{k}={v:.4g}" for k, v in metrics.items())
         text = f"{terms} {rate:.2f} img/s" + (f" skipped={skipped}" if skipped else "")
         if self.bar.disable:

@@ -148,7 +148,7 @@ def train(run: Run, config: config_lib.FastConfig | None = None, *, steps: int |
 
     step = start
     try:
-        with open(paths.history, "a", encoding="utf-8") as history:
+        with open(paths.history, "a", encoding="utf-8", buffering=1) as history:  # line-buffered: tail -f works
             for step in range(start, config.steps):
                 t0 = time.perf_counter()
                 batch = put_batch(next(stream), batch_styles(step, config.batch_size, len(styles)), mesh)
