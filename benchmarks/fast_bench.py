@@ -54,7 +54,7 @@ def jax_side(size: int, steps: int, weights: str) -> dict:
 
     import jaxstyle
     from jaxstyle.fast import config as config_lib, objective, train
-    from jaxstyle.fast.apply import _jitted
+    from jaxstyle.fast.inference import _jitted
 
     cfg = config_lib.FastConfig(image_size=size, style_size=size, batch_size=BATCH)
     rng = np.random.default_rng(0)

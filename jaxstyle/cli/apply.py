@@ -99,7 +99,7 @@ def plan_outputs(files, outdir: str, ext: str) -> list[str]:
 
 def run(args) -> int:
     from .. import images
-    from ..fast.apply import apply, parse_mix as check_mix
+    from ..fast.inference import apply, parse_mix as check_mix
     from ..fast.model_file import load_model
 
     if args.batch_size < 1 or (args.image_size is not None and args.image_size < 16):

@@ -5,7 +5,7 @@ Train a :class:`TransformerNet` once per set of styles (:mod:`jaxstyle.fast.trai
 stylise any image in one forward pass: ``jaxstyle.fast.apply(jaxstyle.fast.load_model("x.npz"), image)``.
 """
 
-from .apply import apply, stylize_batch
+from .inference import apply, stylize_batch
 from .model_file import FastModel, ModelFileError, load_model, save_model
 from .net import TransformerNet, count_params, init_params, style_weights
 

@@ -21,7 +21,7 @@ from .. import __version__, images
 from ..atomic import atomic_write
 from ..errors import ImageError, InputError, UsageError
 from . import checkpoints, config as config_lib, perceptual
-from .apply import _jitted as jitted
+from .inference import _jitted as jitted
 from .data import ImageStream, list_images
 from .model_file import FastModel, save_model
 from .net import style_weights
