@@ -12,4 +12,4 @@ from .nets.vgg import ARCHITECTURES, PRESETS, VGG, Preprocess, layer_names
 from .nets.weights import RandomWeightsWarning
 from .objective.losses import content_loss, gram_matrix, style_layer_loss, tv_loss
 
-__version__ = "0.1.0"
+from ._version import __version__  # noqa: E402

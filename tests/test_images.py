@@ -496,3 +496,17 @@ def test_contact_sheet_title_adds_a_line_above_the_grid():
     assert extra > 5 and titled.shape[1] == plain.shape[1]
     assert titled[:extra].min() < 0.5  # dark text in the band above the grid
     np.testing.assert_array_equal(titled[extra:], plain)  # the grid itself is unchanged, only moved down
+
+
+def test_resize_long_side_shapes_and_float_precision():
+    ramp = np.linspace(0, 1, 40 * 30, dtype=np.float32).reshape(30, 40, 1).repeat(3, axis=2)
+    out = images.resize_long_side(ramp, 32)
+    assert out.shape == (24, 32, 3) and out.dtype == np.float32
+    assert images.resize_long_side(ramp.transpose(1, 0, 2), 21).shape == (21, 16, 3)
+    # float-safe: not quantised to 8 bits, and a smooth ramp stays a ramp (monotone, same range)
+    assert np.any(np.abs(out * 255 - np.rint(out * 255)) > 1e-3)
+    assert np.all(np.diff(out[:, :, 0].ravel()) >= -1e-3)
+    assert abs(out.mean() - ramp.mean()) < 0.01
+    const = np.full((33, 17, 3), 0.3, np.float32)
+    np.testing.assert_allclose(images.resize_long_side(const, 64), 0.3, atol=1e-5)
+

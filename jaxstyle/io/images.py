@@ -234,6 +234,27 @@ def resize_to(image, size: tuple[int, int]) -> np.ndarray:
     return np.clip(np.stack(channels, axis=-1), 0.0, 1.0).astype(np.float32)
 
 
+def resize_long_side(image, size: int) -> np.ndarray:
+    """Resize so the longer side is ``size`` pixels, keeping the aspect ratio (for I/O users: the fast method's
+    styles, previews and inputs, thumbnails; the Gatys problem sizes its arrays itself).
+
+    The short side never drops below :data:`MIN_SIZE` (very long panoramas get slightly squashed instead of
+    becoming too thin for the network).
+    """
+    size = int(size)
+    if size < MIN_SIZE:
+        raise UsageError(f"image size must be at least {MIN_SIZE} pixels, got {size}")
+    image = _check_image(image)
+    h, w = image.shape[:2]
+    scale = size / max(h, w)
+    new = (max(MIN_SIZE, round(h * scale)), max(MIN_SIZE, round(w * scale)))
+    if h >= w:
+        new = (size, new[1])
+    else:
+        new = (new[0], size)
+    return resize_to(image, new)
+
+
 # --------------------------------------------------------------------------------------------- saving
 
 

@@ -1,0 +1,86 @@
+"""Stylise images with a trained network in one forward pass: :func:`apply`.
+
+``stylize_batch`` is the pure core (jit-able, any batch and size); :func:`apply` is the driver: it batches
+images of the same size, jits once per shape, and optionally keeps the content's colours (Gatys et al. 2017,
+luminance transfer, :func:`jaxstyle.colour.combine_luminance`).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .. import colour
+from ..errors import UsageError
+from .net import FastModel
+from .net import TransformerNet, style_weights
+
+MIN_SIZE = 4  # the network's reflection padding needs more than 2 px after two stride-2 layers
+
+
+def stylize_batch(net: TransformerNet, params, images: jax.Array, mix: jax.Array,
+                  original_colors: bool = False) -> jax.Array:
+    """Pure: ``(B, H, W, 3)`` in [0, 1] -> stylised ``(B, H, W, 3)`` in [0, 1]; ``mix`` is ``(n_styles,)``."""
+    style = jnp.broadcast_to(mix, (images.shape[0], net.n_styles))
+    out = jnp.clip(net.apply(params, images, style), 0.0, 1.0)
+    return colour.combine_luminance(out, images) if original_colors else out
+
+
+@functools.lru_cache(maxsize=8)
+def _jitted(net: TransformerNet, original_colors: bool):
+    return jax.jit(functools.partial(stylize_batch, net, original_colors=original_colors))
+
+
+def parse_mix(model: FastModel, mix) -> np.ndarray:
+    """The style weight row for ``mix``: None (style 0; the only one for single-style networks), an int index,
+    or one non-negative weight per style (normalised to sum 1, as Dumoulin et al. interpolate)."""
+    n = model.n_styles
+    if mix is None:
+        return np.asarray(style_weights(n, 0))
+    if isinstance(mix, (int, np.integer)):
+        if not 0 <= mix < n:
+            raise UsageError(f"style index {mix} out of range: the network has {n} style(s)")
+        return np.asarray(style_weights(n, int(mix)))
+    mix = np.asarray(mix, np.float64).ravel()
+    if mix.size != n:
+        raise UsageError(f"style mix has {mix.size} weight(s) but the network has {n} style(s)")
+    if not np.all(np.isfinite(mix)) or np.any(mix < 0) or mix.sum() <= 0:
+        raise UsageError(f"style mix weights must be non-negative with a positive sum, got {mix.tolist()}")
+    return np.asarray(style_weights(n, mix=mix))
+
+
+def apply(model: FastModel, images, *, mix=None, original_colors: bool = False, batch_size: int = 8):
+    """Stylise ``images``: one HWC array, an NHWC batch, or a list of HWC arrays of any sizes (float in [0, 1]).
+
+    Returns the same form (array, batch, or list). Images of the same size go through the network together,
+    ``batch_size`` at a time; each shape compiles once.
+    """
+    if isinstance(images, (list, tuple)):
+        arrays = [np.asarray(im, np.float32) for im in images]
+        out: list = [None] * len(arrays)
+        for shape, idx in _group_by_shape(arrays).items():
+            batch = apply(model, np.stack([arrays[i] for i in idx]), mix=mix, original_colors=original_colors,
+                          batch_size=batch_size)
+            for i, image in zip(idx, batch):
+                out[i] = image
+        return out
+    x = jnp.asarray(images, jnp.float32)
+    single = x.ndim == 3
+    x = x[None] if single else x
+    if x.ndim != 4 or x.shape[-1] != 3 or min(x.shape[1:3]) < MIN_SIZE:
+        raise UsageError(f"images must be RGB, HWC or NHWC, at least {MIN_SIZE} px a side; got {tuple(x.shape)}")
+    fn, w = _jitted(model.net, bool(original_colors)), jnp.asarray(parse_mix(model, mix))
+    chunks = [fn(model.params, x[i:i + batch_size], w) for i in range(0, x.shape[0], max(1, batch_size))]
+    y = np.asarray(jnp.concatenate(chunks)) if len(chunks) > 1 else np.asarray(chunks[0])
+    return y[0] if single else y
+
+
+def _group_by_shape(arrays: Sequence[np.ndarray]) -> dict[tuple, list[int]]:
+    groups: dict[tuple, list[int]] = {}
+    for i, a in enumerate(arrays):
+        groups.setdefault(a.shape, []).append(i)
+    return groups

@@ -1,0 +1,98 @@
+"""Training a transformation network: the state pytree, the pure ``train_step``, and its data-parallel jit.
+
+``train_step(objective, state, batch) -> (state, metrics)`` is pure: ``objective`` is the fixed loss (loss network
+and Gram targets, never updated), ``state`` a :class:`TrainState`, ``batch`` a dict of uint8 crops and style
+indices. :func:`compile_step` applies ``jax.jit`` once, with the batch split over a 1-D device mesh and everything
+else replicated (data parallelism by sharding; XLA inserts the gradient all-reduce); the state is donated.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
+
+from .config import FastConfig
+from .net import TransformerNet, init_params
+from .objective import Objective, loss_terms
+
+AXIS = "data"
+
+
+class TrainState(flax.struct.PyTreeNode):
+    step: jax.Array
+    params: dict
+    opt_state: optax.OptState
+
+
+def network(config: FastConfig, n_styles: int) -> TransformerNet:
+    return TransformerNet(n_styles=n_styles, width=config.width, n_residual=config.n_residual)
+
+
+def optimizer(config: FastConfig) -> optax.GradientTransformation:
+    return optax.adam(config.learning_rate)  # Johnson et al.: Adam, 1e-3 (the default)
+
+
+def create_state(net: TransformerNet, config: FastConfig) -> TrainState:
+    params = init_params(net, config.seed)
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer(config).init(params))
+
+
+def batch_styles(step: int, batch_size: int, n_styles: int) -> np.ndarray:
+    """Style index of each image of batch ``step``: round-robin over samples, so every style is seen equally."""
+    return ((step * batch_size + np.arange(batch_size)) % n_styles).astype(np.int32)
+
+
+def make_train_step(net: TransformerNet, tx: optax.GradientTransformation):
+    """The pure training step for ``net`` updated by ``tx``."""
+
+    def train_step(objective: Objective, state: TrainState, batch: dict):
+        contents = batch["content"].astype(jnp.float32) / 255.0
+        style = jax.nn.one_hot(batch["style"], net.n_styles, dtype=jnp.float32)
+
+        def loss_fn(params):
+            outputs = net.apply(params, contents, style)
+            terms = loss_terms(objective, outputs, contents, batch["style"])
+            return terms["loss"], terms
+
+        grads, terms = jax.grad(loss_fn, has_aux=True)(state.params)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        return TrainState(step=state.step + 1, params=params, opt_state=opt_state), terms
+
+    return train_step
+
+
+def data_mesh(devices=None) -> Mesh:
+    """A 1-D mesh over ``devices`` (default: all) whose one axis splits the batch."""
+    devices = jax.devices() if devices is None else list(devices)
+    return Mesh(np.asarray(devices), (AXIS,), axis_types=(AxisType.Auto,))
+
+
+def shardings(mesh: Mesh) -> tuple[NamedSharding, NamedSharding]:
+    """(replicated, split over the batch axis)."""
+    return NamedSharding(mesh, PartitionSpec()), NamedSharding(mesh, PartitionSpec(AXIS))
+
+
+def compile_step(net: TransformerNet, config: FastConfig, mesh: Mesh):
+    """``jax.jit`` of the train step for ``mesh``: batch sharded, objective and state replicated, state donated."""
+    return _compile_step(net, config.learning_rate, mesh)
+
+
+@functools.lru_cache(maxsize=4)
+def _compile_step(net: TransformerNet, learning_rate: float, mesh: Mesh):
+    # Keyed by what the compiled step depends on (the loss settings travel in the objective's static fields).
+    replicated, split = shardings(mesh)
+    step = make_train_step(net, optax.adam(learning_rate))
+    return jax.jit(step, in_shardings=(replicated, replicated, split), out_shardings=(replicated, replicated),
+                   donate_argnums=(1,))
+
+
+def put_batch(content: np.ndarray, style: np.ndarray, mesh: Mesh) -> dict:
+    _, split = shardings(mesh)
+    return {"content": jax.device_put(content, split), "style": jax.device_put(style, split)}
