@@ -10,6 +10,7 @@ import jax.numpy as jnp
 from .. import colour
 from ..errors import ConfigError, UsageError
 from ..nets import vgg
+from ..nets.vgg import long_side_shape  # noqa: F401  (re-exported: the CLI and scripts size images with it)
 from ..nets.model import VGGModel
 from ..nets.model import extract_features
 from ..objective.perceptual import LossSpec, LossWeights
@@ -44,13 +45,6 @@ def resize(image: jax.Array, hw: Sequence[int]) -> jax.Array:
     if tuple(image.shape[:2]) == hw:
         return image
     return jax.image.resize(image, (*hw, image.shape[2]), method="lanczos3", antialias=True)
-
-
-def long_side_shape(hw: Sequence[int], long_side: int) -> tuple[int, int]:
-    """Height and width with the long side set to ``long_side``, aspect ratio kept (min 16 px)."""
-    h, w = hw
-    s = long_side / max(h, w)
-    return max(vgg.MIN_SIZE, round(h * s)), max(vgg.MIN_SIZE, round(w * s))
 
 
 

@@ -141,7 +141,7 @@ def start_state(problem: Problem, config: StyleConfig, resume: loop.RunState | N
     return jax.tree.map(lambda a: jnp.array(a, copy=True), resume)
 
 
-def _message(problem, config, model, programs_, state) -> str:
+def _message(programs_, state) -> str:
     """Why a run stopped at a non-finite loss: the iteration and the term that failed (at ``x_prev``)."""
     bad = {k: float(v) for k, v in programs_.terms(state.x_prev).items()}
     culprit = [k for k in TERMS if not math.isfinite(bad[k])] or ["total"]
@@ -190,7 +190,7 @@ def run_stylize(content, styles, model: VGGModel, config: StyleConfig = StyleCon
     except KeyboardInterrupt:  # inside a chunk: its donated optimiser state is gone, the last chunk's image is not
         return _result(problem, config, last, history, "interrupted", resumable=False)
     if not bool(state.finite):
-        return _result(problem, config, state, history, "nonfinite", _message(problem, config, model, progs, state))
+        return _result(problem, config, state, history, "nonfinite", _message(progs, state))
     return _result(problem, config, state, history, "done" if int(state.iteration) >= config.iterations
                    else "interrupted")
 

@@ -245,14 +245,7 @@ def resize_long_side(image, size: int) -> np.ndarray:
     if size < MIN_SIZE:
         raise UsageError(f"image size must be at least {MIN_SIZE} pixels, got {size}")
     image = _check_image(image)
-    h, w = image.shape[:2]
-    scale = size / max(h, w)
-    new = (max(MIN_SIZE, round(h * scale)), max(MIN_SIZE, round(w * scale)))
-    if h >= w:
-        new = (size, new[1])
-    else:
-        new = (new[0], size)
-    return resize_to(image, new)
+    return resize_to(image, vgg.long_side_shape(image.shape[:2], size))
 
 
 # --------------------------------------------------------------------------------------------- saving

@@ -62,6 +62,13 @@ def layer_names(arch: str) -> tuple[str, ...]:
     return tuple(names)
 
 
+def long_side_shape(hw: Sequence[int], long_side: int) -> tuple[int, int]:
+    """Height and width with the long side set to ``long_side``, aspect ratio kept (min 16 px)."""
+    h, w = hw
+    s = long_side / max(h, w)
+    return max(MIN_SIZE, round(h * s)), max(MIN_SIZE, round(w * s))
+
+
 def _check_arch(arch: str) -> None:
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r}; expected one of {sorted(ARCHITECTURES)}")
