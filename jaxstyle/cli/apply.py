@@ -18,6 +18,7 @@ EPILOG = """\
 examples:
   jaxstyle apply --model models/starry.npz photo.jpg -o out/
   jaxstyle apply --model models/ab.npz photos/ --style-mix 0.7,0.3 --original-colors -o out/
+  jaxstyle apply --model models/starry.npz huge_scan.tif --tile 1024 -o out/   # bounded device memory
 
 exit status: 0 ok, 2 bad option or output, 3 unreadable model or image."""
 
@@ -35,6 +36,9 @@ def register(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--image-size", type=int, metavar="PX", help="resize each input's long side to PX "
                         "first (default: its own size)")
     parser.add_argument("--batch-size", type=int, default=8, metavar="N", help="same-size images per batch")
+    parser.add_argument("--tile", type=int, metavar="PX", help="compute every layer in PX x PX windows with "
+                        "whole-image statistics: same result, device memory bounded by the window (default: only "
+                        "images over 16 Mpx, in 1024-px windows; 0: never)")
     parser.add_argument("--ext", default=".png", choices=(".png", ".jpg"), help="output format")
     parser.add_argument("-q", "--quiet", action="store_true")
     parser.set_defaults(execute=execute)
@@ -104,6 +108,8 @@ def execute(args) -> int:
 
     if args.batch_size < 1 or (args.image_size is not None and args.image_size < 16):
         raise UsageError("--batch-size must be >= 1 and --image-size >= 16")
+    if args.tile is not None and (args.tile < 0 or 0 < args.tile < 4):
+        raise UsageError(f"--tile must be 0 (never) or at least 4 px, got {args.tile}")
     model = load_model(args.model)
     mix = parse_mix(args.style_mix)
     check_mix(model, mix)  # validate before reading images
@@ -120,7 +126,7 @@ def execute(args) -> int:
         if args.image_size:
             arrays = [images.resize_long_side(a, args.image_size) for a in arrays]
         results = apply(model, arrays, mix=mix, original_colors=args.original_colors,
-                                   batch_size=args.batch_size)
+                        batch_size=args.batch_size, tile=args.tile)
         for (src, out), image in zip(chunk, results):
             images.save_image(out, image)
             if not args.quiet:

@@ -1,7 +1,7 @@
 """Export a trained style network to ONNX, for onnxruntime, TensorRT, OpenVINO, browsers (onnxruntime-web) ...
 
-The graph is written node by node with ``onnx.helper`` from the network's parameters, following the same layer
-sequence as :class:`jaxstyle.fast.net.TransformerNet` (``c9s1-w, d2w, d4w, R4w x n, u2w, uw, c9s1-3``), with
+The graph is written node by node with ``onnx.helper`` from the network's parameters, walking its layer sequence
+(:func:`jaxstyle.fast.layers.sequence`: ``c9s1-w, d2w, d4w, R4w x n, u2w, uw, c9s1-3``), with
 standard operators only (opset 17): ``Pad`` (reflect), ``Conv``, ``InstanceNormalization``, ``Resize`` (nearest,
 asymmetric/floor = repeat x2), ``Relu``, ``Add``, ``Clip``, ``Slice``. Not a jaxpr converter (``jax2onnx`` would
 pin an older orbax-checkpoint than flax brings): the network is small and fixed, and
@@ -27,6 +27,7 @@ import numpy as np
 
 from ..atomic import atomic_write
 from ..errors import UsageError
+from . import layers
 from .net import EPS, FastModel
 
 OPSET = 17
@@ -54,18 +55,16 @@ class _Graph:
         return out
 
 
-def _conv(g: _Graph, x: str, p: dict, kernel: int, stride: int = 1, upsample: bool = False) -> str:
+def _conv(g: _Graph, x: str, p: dict, op: layers.Conv) -> str:
     """``ConvLayer``: [nearest x2] -> reflection pad k//2 -> conv (Flax HWIO kernel -> ONNX OIHW)."""
-    if upsample:
+    if op.upsample:
         x = g.op("Resize", [x, "", g.const("scales", np.array([1, 1, 2, 2], np.float32))], mode="nearest",
                  coordinate_transformation_mode="asymmetric", nearest_mode="floor")
-    pad = kernel // 2
-    if pad:
-        x = g.op("Pad", [x, g.const("pads", np.array([0, 0, pad, pad, 0, 0, pad, pad], np.int64))], mode="reflect")
+    if op.pad:
+        x = g.op("Pad", [x, g.const("pads", np.array([0, 0, op.pad, op.pad] * 2, np.int64))], mode="reflect")
     w = np.transpose(np.asarray(p["conv"]["kernel"], np.float32), (3, 2, 0, 1))
     b = np.asarray(p["conv"]["bias"], np.float32)
-    return g.op("Conv", [x, g.const("W", w), g.const("B", b)], kernel_shape=[kernel, kernel],
-                strides=[stride, stride])
+    return g.op("Conv", [x, g.const("W", w), g.const("B", b)], kernel_shape=[op.kernel] * 2, strides=[op.stride] * 2)
 
 
 def _norm(g: _Graph, x: str, p: dict, style: str | np.ndarray) -> str:
@@ -84,16 +83,19 @@ def _norm(g: _Graph, x: str, p: dict, style: str | np.ndarray) -> str:
 
 
 def _body(g: _Graph, x: str, params: dict, net, style) -> str:
-    """The layer sequence of ``TransformerNet.__call__`` on a padded NCHW tensor."""
-    for name, kernel, stride in (("c1", 9, 1), ("d1", 3, 2), ("d2", 3, 2)):
-        x = g.op("Relu", [_norm(g, _conv(g, x, params[name], kernel, stride), params[f"{name}_in"], style)])
-    for i in range(net.n_residual):
-        p = params[f"r{i + 1}"]
-        y = g.op("Relu", [_norm(g, _conv(g, x, p["conv1"], 3), p["in1"], style)])
-        x = g.op("Add", [x, _norm(g, _conv(g, y, p["conv2"], 3), p["in2"], style)])
-    for name in ("u1", "u2"):
-        x = g.op("Relu", [_norm(g, _conv(g, x, params[name], 3, upsample=True), params[f"{name}_in"], style)])
-    return _conv(g, x, params["c2"], 9)
+    """The network's layer sequence (:func:`jaxstyle.fast.layers.sequence`) on a padded NCHW tensor."""
+    saved = []
+    for op in layers.sequence(net):
+        if isinstance(op, layers.Conv):
+            x = _conv(g, x, layers.lookup(params, op.path), op)
+        elif isinstance(op, layers.Norm):
+            x = _norm(g, x, layers.lookup(params, op.path), style)
+            x = g.op("Relu", [x]) if op.relu else x
+        elif isinstance(op, layers.SaveResidual):
+            saved.append(x)
+        else:
+            x = g.op("Add", [saved.pop(), x])
+    return x
 
 
 def _pad_to_multiple_of_4(g: _Graph, images: str) -> tuple[str, str]:
@@ -119,7 +121,7 @@ def build_graph(model: FastModel, mix: np.ndarray, onnx=None):
         g.inits.append(onnx.numpy_helper.from_array(style[None], "style"))
         style = "style"
     padded, hw = _pad_to_multiple_of_4(g, "images")
-    y = _body(g, padded, model.params["params"], net, style)
+    y = _body(g, padded, model.params, net, style)
     y = g.op("Slice", [y, g.const("starts", np.zeros(2, np.int64)), hw, g.const("axes", np.array([2, 3], np.int64))])
     g.nodes.append(onnx.helper.make_node("Clip", [y, g.const("lo", np.float32(0)), g.const("hi", np.float32(1))],
                                          ["stylized"]))

@@ -16,10 +16,15 @@ import numpy as np
 
 from .. import colour
 from ..errors import UsageError
-from .net import FastModel
-from .net import TransformerNet, style_weights
+from . import tiled
+from .net import FastModel, TransformerNet, style_weights
 
 MIN_SIZE = 4  # the network's reflection padding needs more than 2 px after two stride-2 layers
+# Whole-image inference needs ~520 bytes of temporary buffers per pixel (paper width, float32; XLA's
+# memory_analysis at 256 and 512 px): above 16 Mpx (4096 x 4096, ~8.7 GB per image) images go through in tiles by
+# default. The result is the same either way (jaxstyle/fast/tiled.py).
+AUTO_TILE_PIXELS = 4096 * 4096
+AUTO_TILE = 1024
 
 
 def stylize_batch(net: TransformerNet, params, images: jax.Array, mix: jax.Array,
@@ -53,18 +58,31 @@ def parse_mix(model: FastModel, mix) -> np.ndarray:
     return np.asarray(style_weights(n, mix=mix))
 
 
-def apply(model: FastModel, images, *, mix=None, original_colors: bool = False, batch_size: int = 8):
+def use_tiles(shape, tile: int | None) -> int:
+    """The tile side for images of ``shape`` (``(..., H, W, 3)``): ``tile`` itself, 0 (whole image), or for
+    ``None`` :data:`AUTO_TILE` when the image has more than :data:`AUTO_TILE_PIXELS` pixels."""
+    if tile is None:
+        return AUTO_TILE if shape[-3] * shape[-2] > AUTO_TILE_PIXELS else 0
+    if tile < 0 or 0 < tile < MIN_SIZE:
+        raise UsageError(f"tile must be 0 (whole image) or at least {MIN_SIZE} px, got {tile}")
+    return tile
+
+
+def apply(model: FastModel, images, *, mix=None, original_colors: bool = False, batch_size: int = 8,
+          tile: int | None = None):
     """Stylise ``images``: one HWC array, an NHWC batch, or a list of HWC arrays of any sizes (float in [0, 1]).
 
     Returns the same form (array, batch, or list). Images of the same size go through the network together,
-    ``batch_size`` at a time; each shape compiles once.
+    ``batch_size`` at a time; each shape compiles once. ``tile``: compute every layer in ``tile`` x ``tile``
+    windows with whole-image statistics (:mod:`jaxstyle.fast.tiled`, same result, bounded device memory); 0
+    never; None (default) only for images over :data:`AUTO_TILE_PIXELS` pixels.
     """
     if isinstance(images, (list, tuple)):
         arrays = [np.asarray(im, np.float32) for im in images]
         out: list = [None] * len(arrays)
         for shape, idx in _group_by_shape(arrays).items():
             batch = apply(model, np.stack([arrays[i] for i in idx]), mix=mix, original_colors=original_colors,
-                          batch_size=batch_size)
+                          batch_size=batch_size, tile=tile)
             for i, image in zip(idx, batch):
                 out[i] = image
         return out
@@ -74,9 +92,17 @@ def apply(model: FastModel, images, *, mix=None, original_colors: bool = False, 
     if x.ndim != 4 or x.shape[-1] != 3 or min(x.shape[1:3]) < MIN_SIZE:
         raise UsageError(f"images must be RGB, HWC or NHWC, at least {MIN_SIZE} px a side; got {tuple(x.shape)}")
     fn, w = _jitted(model.net, bool(original_colors)), jnp.asarray(parse_mix(model, mix))
+    side = use_tiles(x.shape, tile)
+    if side:
+        fn = functools.partial(_stylize_tiled, model, tile=side, original_colors=bool(original_colors))
     chunks = [fn(model.params, x[i:i + batch_size], w) for i in range(0, x.shape[0], max(1, batch_size))]
     y = np.asarray(jnp.concatenate(chunks)) if len(chunks) > 1 else np.asarray(chunks[0])
     return y[0] if single else y
+
+
+def _stylize_tiled(model: FastModel, params, images, mix, *, tile: int, original_colors: bool):
+    out = tiled.apply_tiled(model.replace(params=params), np.asarray(images), np.asarray(mix), tile)
+    return colour.combine_luminance(out, images) if original_colors else out
 
 
 def _group_by_shape(arrays: Sequence[np.ndarray]) -> dict[tuple, list[int]]:
