@@ -59,18 +59,28 @@ def detect(path) -> str | None:
         return None
     if torch7.is_t7(head):
         return FAST_NEURAL_STYLE
-    if head.startswith(b"PK\x03\x04") or head.startswith(vgg_convert._TORCH_LEGACY_MAGIC):
+    legacy = head.startswith(vgg_convert._TORCH_LEGACY_MAGIC)
+    if legacy and not _legacy_mentions(path, b"conv2d.weight"):
+        return None  # a legacy file's key names precede its tensors: not ours, and not worth a full load
+    if head.startswith(b"PK\x03\x04") or legacy:
         keys = _torch_keys(path)
         if "conv1.conv2d.weight" in keys or any(k.startswith(("deconv", "res1.")) for k in keys):
             return PYTORCH_EXAMPLES
     return None
 
 
+def _legacy_mentions(path, name: bytes, span: int = 1 << 16) -> bool:
+    """Whether a legacy (pre-zip) torch file names ``name`` among its first bytes: its pickled dict, keys
+    included, comes before the tensor data (a few kB for a TransformerNet)."""
+    with open(path, "rb") as f:
+        return name in f.read(span)
+
+
 def _torch_keys(path) -> set:
     """The keys of a torch file, or nothing when it cannot be read (the VGG converter then says why)."""
     import torch
 
-    try:  # mmap: a zip checkpoint's tensors are not read (legacy files are, once more than necessary)
+    try:  # mmap: a zip checkpoint's tensors are not read (a legacy file's are, once more than necessary)
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=path_is_zip(path))
     except Exception:  # noqa: BLE001 - any failure here is reported by the reader that takes the file
         return set()
