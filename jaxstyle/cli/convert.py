@@ -39,7 +39,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("source", metavar="SOURCE", help="the downloaded weights file (.h5, .pth, .safetensors, .mat, "
                         ".onnx) or style network (.pth, .t7)")
     parser.add_argument("-o", "--output", metavar="PATH", default=None,
-                        help="converted file to write (default: weights/<arch>.npz); never the source itself")
+                        help="converted file to write (default: weights/<arch>.npz, or models/<name>.npz for a "
+                        "style network); never the source itself")
     parser.add_argument("--format", default="auto", choices=("auto", *converter.FORMATS, *STYLE_FORMATS),
                         help="source format; auto (default) detects it from the file's contents, not its extension")
     parser.add_argument("--preset", default=None, choices=tuple(vgg.PRESETS),
