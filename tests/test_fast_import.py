@@ -160,6 +160,11 @@ def _walk(m):
         yield from _walk(child)
 
 
+def _self_containing(model):
+    model.fields["modules"][0].fields["modules"].append(model.fields["modules"][0])
+    return model
+
+
 def _vgg_like(_model):
     rng = np.random.default_rng(0)
     return t7.M("nn.Sequential", modules=[t7.conv(rng, 3, 8, 3, 1, 1), t7.relu(), t7.conv(rng, 8, 8, 3, 1, 1)])
@@ -174,6 +179,9 @@ BAD = {
     "t7-other-network": (_t7_case(_vgg_like), "expected nn.SpatialReflectionPadding, found nn.SpatialConvolution"),
     "t7-zero-padded-blocks": (_t7_case(_replace("nn.ShaveImage", t7.M("nn.Identity"))), "not ShaveImage(2)"),
     "t7-extra-layer": (_t7_case(_replace("nn.Tanh", t7.M("nn.Sigmoid"))), "expected nn.Tanh, found nn.Sigmoid"),
+    "t7-negative-tanh-scale": (_t7_case(_set_first("nn.MulConstant", constant_scalar=-150.0)),
+                               "constant_scalar is -150.0, expected a positive number"),
+    "t7-container-holds-itself": (_t7_case(_self_containing), "found nn.SpatialReflectionPadding"),
     "pth-truncated": (lambda p: (_pth_edit(lambda s: None)(p), p.write_bytes(p.read_bytes()[:3000])), "truncated"),
     "pth-missing-key": (_pth_edit(lambda s: s.pop("res2.in2.bias")), "missing key 'res2.in2.bias'"),
     "pth-other-key": (_pth_edit(lambda s: s.update({"in1.num_batches_tracked": torch.tensor(0)})), "unexpected key"),

@@ -185,7 +185,7 @@ class _Modules:
 
 def _children(module) -> list:
     mods = module.fields.get("modules") if isinstance(module.fields, dict) else None
-    if not isinstance(mods, dict) or sorted(mods) != list(range(1, len(mods) + 1)):
+    if not isinstance(mods, dict) or set(mods) != set(range(1, len(mods) + 1)):
         return []
     return [mods[i] for i in range(1, len(mods) + 1)]
 
@@ -195,21 +195,23 @@ def _is_residual(module) -> bool:
     return [getattr(k, "classname", None) for k in kids] == ["nn.ConcatTable", "nn.CAddTable"]
 
 
-def _flatten(module) -> list:
+def _flatten(module, depth: int = 0) -> list:
     """Nested ``nn.Sequential``s spliced in order (residual blocks kept whole); ``TotalVariation`` (the identity
-    when running forward; a gradient term in training) dropped."""
-    if not isinstance(module, torch7.TorchObject):
-        return [torch7.TorchObject(type(module).__name__, None)]
+    when running forward; a gradient term in training) dropped. Too deep a nesting (a container holding
+    itself) is returned as one unexpected module."""
+    if not isinstance(module, torch7.TorchObject) or depth > 20:
+        return [torch7.TorchObject("a container nested too deeply" if depth > 20 else type(module).__name__, None)]
     if module.classname == "nn.Sequential" and not _is_residual(module):
-        return [m for child in _children(module) for m in _flatten(child)]
+        return [m for child in _children(module) for m in _flatten(child, depth + 1)]
     return [] if module.classname == "nn.TotalVariation" else [module]
 
 
 def _number(cur: _Modules, fields: dict, name: str, want=None) -> float:
     v = fields.get(name)
-    if not isinstance(v, (int, float)) or (want is not None and v != want):
+    if not isinstance(v, (int, float)) or not np.isfinite(v) or (want is None and v <= 0) or (
+            want is not None and v != want):
         cur.pos -= 1
-        cur.fail(f"{name} is {v!r}" + (f", expected {want}" if want is not None else ""))
+        cur.fail(f"{name} is {v!r}, expected {'a positive number' if want is None else want}")
     return float(v)
 
 
@@ -304,7 +306,7 @@ def _residual(cur: _Modules, out: dict, i: int, found: dict) -> None:
         cur.pos -= 1
         cur.fail(f"residual block {i}'s shortcut is {getattr(shave, 'classname', None)}, not ShaveImage(2) "
                  "(only padding_type reflect-start networks are read)")
-    inner = _Modules(cur.path, _flatten(branches[0]), cur.labels)
+    inner = _Modules(cur.path, _flatten(branches[0], 1), cur.labels)
     inner.fail = lambda problem: cur.fail(f"in residual block {i}: {problem}")  # noqa: E731 (one line)
     _conv(inner, out, f"r{i}/conv1", 3, 1, 0)
     _norm(inner, out, f"params/params/r{i}/in1", found)

@@ -17,9 +17,8 @@ outside them.)
 
 from __future__ import annotations
 
+import dataclasses
 import struct
-from typing import NamedTuple
-
 import numpy as np
 
 from ..errors import InputError
@@ -35,7 +34,8 @@ class T7Error(InputError):
     """A Torch7 file is truncated, damaged, or holds something this reader does not read."""
 
 
-class TorchObject(NamedTuple):
+@dataclasses.dataclass(eq=False)
+class TorchObject:
     """An instance of a Torch class other than tensors and storages (an nn module): its class and fields."""
 
     classname: str
@@ -115,7 +115,7 @@ class _Reader:
         else:
             out = TorchObject(classname, None)
             self.refs[index] = out  # before the fields: a module may refer to itself
-            out = TorchObject(classname, self.obj(depth + 1))
+            out.fields = self.obj(depth + 1)
         self.refs[index] = out
         return out
 
