@@ -17,16 +17,20 @@ from torch import nn
 
 
 class ConvLayer(nn.Module):
-    def __init__(self, cin, cout, kernel, stride=1, upsample=False):
+    def __init__(self, cin, cout, kernel, stride=1):
         super().__init__()
-        self.upsample = upsample
-        self.pad = nn.ReflectionPad2d(kernel // 2)
-        self.conv = nn.Conv2d(cin, cout, kernel, stride)
+        self.reflection_pad = nn.ReflectionPad2d(kernel // 2)
+        self.conv2d = nn.Conv2d(cin, cout, kernel, stride)
 
     def forward(self, x):
-        if self.upsample:
-            x = F.interpolate(x, mode="nearest", scale_factor=2)
-        return self.conv(self.pad(x))
+        return self.conv2d(self.reflection_pad(x))
+
+
+class UpsampleConvLayer(ConvLayer):
+    """Nearest x2 upsampling, then reflection padding and the convolution."""
+
+    def forward(self, x):
+        return super().forward(F.interpolate(x, mode="nearest", scale_factor=2))
 
 
 class ResidualBlock(nn.Module):
@@ -40,27 +44,40 @@ class ResidualBlock(nn.Module):
 
 
 class TransformerNet(nn.Module):
-    """pytorch/examples' network with ``width`` (32 there) and ``n_residual`` (5 there) as parameters."""
+    """pytorch/examples' network, with its attribute names (so its ``state_dict`` has the published keys,
+    ``conv1.conv2d.weight`` ... ``deconv3.conv2d.bias``), and ``width`` (32 there) and ``n_residual`` (5 there)
+    as parameters."""
 
     def __init__(self, width=32, n_residual=5):
         super().__init__()
         w1, w2, w4 = width, 2 * width, 4 * width
-        self.c1, self.c1_in = ConvLayer(3, w1, 9), nn.InstanceNorm2d(w1, affine=True)
-        self.d1, self.d1_in = ConvLayer(w1, w2, 3, 2), nn.InstanceNorm2d(w2, affine=True)
-        self.d2, self.d2_in = ConvLayer(w2, w4, 3, 2), nn.InstanceNorm2d(w4, affine=True)
-        self.res = nn.Sequential(*[ResidualBlock(w4) for _ in range(n_residual)])
-        self.u1, self.u1_in = ConvLayer(w4, w2, 3, upsample=True), nn.InstanceNorm2d(w2, affine=True)
-        self.u2, self.u2_in = ConvLayer(w2, w1, 3, upsample=True), nn.InstanceNorm2d(w1, affine=True)
-        self.c2 = ConvLayer(w1, 3, 9)
+        self.n_residual = n_residual
+        self.conv1, self.in1 = ConvLayer(3, w1, 9), nn.InstanceNorm2d(w1, affine=True)
+        self.conv2, self.in2 = ConvLayer(w1, w2, 3, 2), nn.InstanceNorm2d(w2, affine=True)
+        self.conv3, self.in3 = ConvLayer(w2, w4, 3, 2), nn.InstanceNorm2d(w4, affine=True)
+        for i in range(n_residual):
+            setattr(self, f"res{i + 1}", ResidualBlock(w4))
+        self.deconv1, self.in4 = UpsampleConvLayer(w4, w2, 3), nn.InstanceNorm2d(w2, affine=True)
+        self.deconv2, self.in5 = UpsampleConvLayer(w2, w1, 3), nn.InstanceNorm2d(w1, affine=True)
+        self.deconv3 = ConvLayer(w1, 3, 9)
+
+    def blocks(self):
+        return [getattr(self, f"res{i + 1}") for i in range(self.n_residual)]
 
     def forward(self, x):
-        y = F.relu(self.c1_in(self.c1(x)))
-        y = F.relu(self.d1_in(self.d1(y)))
-        y = F.relu(self.d2_in(self.d2(y)))
-        y = self.res(y)
-        y = F.relu(self.u1_in(self.u1(y)))
-        y = F.relu(self.u2_in(self.u2(y)))
-        return self.c2(y)
+        y = F.relu(self.in1(self.conv1(x)))
+        y = F.relu(self.in2(self.conv2(y)))
+        y = F.relu(self.in3(self.conv3(y)))
+        for block in self.blocks():
+            y = block(y)
+        y = F.relu(self.in4(self.deconv1(y)))
+        y = F.relu(self.in5(self.deconv2(y)))
+        return self.deconv3(y)
+
+
+# jaxstyle's module names -> pytorch/examples' (the residual blocks r{i} -> res{i} keep their inner names).
+NAMES = {"c1": ("conv1", "in1"), "d1": ("conv2", "in2"), "d2": ("conv3", "in3"), "u1": ("deconv1", "in4"),
+         "u2": ("deconv2", "in5"), "c2": ("deconv3", None)}
 
 
 def load_jax_params(net: TransformerNet, params: dict) -> TransformerNet:
@@ -68,18 +85,18 @@ def load_jax_params(net: TransformerNet, params: dict) -> TransformerNet:
     p = params["params"]
 
     def conv(mod, q):
-        mod.conv.weight.data = torch.tensor(np.transpose(np.asarray(q["conv"]["kernel"]), (3, 2, 0, 1)).copy())
-        mod.conv.bias.data = torch.tensor(np.asarray(q["conv"]["bias"]))
+        mod.conv2d.weight.data = torch.tensor(np.transpose(np.asarray(q["conv"]["kernel"]), (3, 2, 0, 1)).copy())
+        mod.conv2d.bias.data = torch.tensor(np.asarray(q["conv"]["bias"]))
 
     def norm(mod, q):
         mod.weight.data = torch.tensor(np.asarray(q["scale"])[0])
         mod.bias.data = torch.tensor(np.asarray(q["bias"])[0])
 
-    for name in ("c1", "d1", "d2", "u1", "u2"):
-        conv(getattr(net, name), p[name])
-        norm(getattr(net, f"{name}_in"), p[f"{name}_in"])
-    conv(net.c2, p["c2"])
-    for i, block in enumerate(net.res):
+    for name, (conv_name, norm_name) in NAMES.items():
+        conv(getattr(net, conv_name), p[name])
+        if norm_name:
+            norm(getattr(net, norm_name), p[f"{name}_in"])
+    for i, block in enumerate(net.blocks()):
         q = p[f"r{i + 1}"]
         conv(block.conv1, q["conv1"]), conv(block.conv2, q["conv2"])
         norm(block.in1, q["in1"]), norm(block.in2, q["in2"])

@@ -54,4 +54,4 @@ def test_one_training_step_matches_pytorch_examples(tmp_path):
     ref_loss = trainer.step(nchw(content.astype(np.float32) / 255))
     assert float(metrics["loss"]) == pytest.approx(ref_loss, rel=1e-4)
     after = np.asarray(state.params["params"]["c1"]["conv"]["kernel"])
-    np.testing.assert_allclose(after, np.transpose(ref_net.c1.conv.weight.detach().numpy(), (2, 3, 1, 0)), atol=2e-5)
+    np.testing.assert_allclose(after, np.transpose(ref_net.conv1.conv2d.weight.detach().numpy(), (2, 3, 1, 0)), atol=2e-5)

@@ -26,7 +26,7 @@ LAYERS = {
     # The fast method: its network, losses, train step and inference are a method (as gatys); the modules that
     # read and write files (the data stream, model files, checkpoints, the training session) are its I/O.
     "jaxstyle.fast": 4, "jaxstyle.fast.data": 5, "jaxstyle.fast.model_file": 5, "jaxstyle.fast.checkpoints": 5,
-    "jaxstyle.fast.session": 5, "jaxstyle.fast.export": 5,
+    "jaxstyle.fast.session": 5, "jaxstyle.fast.export": 5, "jaxstyle.fast.importers": 5,
 }
 
 

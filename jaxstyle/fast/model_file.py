@@ -2,7 +2,8 @@
 
 Layout (big_vision's flat checkpoints): one float32 array per parameter, keyed by its "/"-joined path under
 ``params/`` (``params/r1/conv1/conv/kernel``), plus ``meta/json``: a JSON document with the format name and
-version, the architecture (styles, width, residual blocks), the style names, the full training configuration and
+version, the architecture (styles, width, residual blocks, and the variant fields of imported networks,
+:data:`jaxstyle.fast.net.VARIANTS`), the style names, the full training configuration and
 the provenance (loss-network weights and digest, dataset, steps, jaxstyle version, date). Read with
 ``allow_pickle=False``; every key, shape, dtype and value is checked against the architecture the metadata names,
 so a wrong, damaged or foreign file is a one-line :class:`ModelFileError`, never a traceback.
@@ -19,10 +20,13 @@ import numpy as np
 
 from ..atomic import atomic_write
 from ..errors import InputError
-from .net import FastModel, TransformerNet, init_params
+from .net import NUMBERS, VARIANTS, FastModel, TransformerNet, init_params
 
 FORMAT = "jaxstyle-fast-style-network"
-FORMAT_VERSION = 1
+# Version 2 adds the variant fields (imported networks). A network with the default variant is still written as
+# version 1, readable by every jaxstyle; a variant one as 2, which older jaxstyles refuse rather than run wrongly.
+FORMAT_VERSION = 2
+SIZES = ("n_styles", "width", "n_residual")
 META_KEY = "meta/json"
 PREFIX = "params/"
 
@@ -32,7 +36,12 @@ class ModelFileError(InputError):
 
 
 def architecture(net: TransformerNet) -> dict:
-    return {"name": "johnson2016", "n_styles": net.n_styles, "width": net.width, "n_residual": net.n_residual}
+    """The sizes, and each variant field whose value is not the default (so jaxstyle's own networks are
+    described exactly as before the variants existed)."""
+    arch = {"name": "johnson2016", **{k: getattr(net, k) for k in SIZES}}
+    arch.update({k: getattr(net, k) for k, values in VARIANTS.items() if getattr(net, k) != values[0]})
+    arch.update({k: getattr(net, k) for k, default in NUMBERS.items() if getattr(net, k) != default})
+    return arch
 
 
 def key_paths(tree) -> list[str]:
@@ -46,8 +55,9 @@ def flatten(params) -> dict[str, np.ndarray]:
 
 def save_model(path, model: FastModel) -> None:
     """Write ``model`` atomically (the previous file, if any, stays intact until the new one is complete)."""
-    meta = {**model.meta, "format": FORMAT, "format_version": FORMAT_VERSION,
-            "architecture": architecture(model.net)}
+    arch = architecture(model.net)
+    version = 1 if set(arch) == {"name", *SIZES} else FORMAT_VERSION
+    meta = {**model.meta, "format": FORMAT, "format_version": version, "architecture": arch}
     arrays = flatten(model.params)
     arrays[META_KEY] = np.frombuffer(json.dumps(meta, sort_keys=True).encode(), np.uint8)
     with atomic_write(path, "wb") as f:
@@ -65,19 +75,24 @@ def _read_meta(path: str, data) -> dict:
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ModelFileError(path, f"not a jaxstyle style network (format {meta.get('format')!r})"
                              if isinstance(meta, dict) else "damaged metadata", "pass a file from `jaxstyle train`")
-    if meta.get("format_version") != FORMAT_VERSION:
+    if meta.get("format_version") not in (1, FORMAT_VERSION):
         raise ModelFileError(path, f"format version {meta.get('format_version')} is not supported "
-                                   f"(this jaxstyle reads version {FORMAT_VERSION})", "upgrade jaxstyle")
+                                   f"(this jaxstyle reads versions 1 and {FORMAT_VERSION})", "upgrade jaxstyle")
     return meta
 
 
-def _net_from(path: str, arch) -> TransformerNet:
+def _net_from(path: str, arch, version: int) -> TransformerNet:
+    def number(v):
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < float("inf")
+
     ok = (isinstance(arch, dict) and arch.get("name") == "johnson2016"
-          and all(isinstance(arch.get(k), int) and arch[k] >= (0 if k == "n_residual" else 1)
-                  for k in ("n_styles", "width", "n_residual")))
+          and all(isinstance(arch.get(k), int) and arch[k] >= (0 if k == "n_residual" else 1) for k in SIZES)
+          and set(arch) <= {"name", *SIZES, *((*VARIANTS, *NUMBERS) if version > 1 else ())}
+          and all(arch[k] in VARIANTS[k] for k in VARIANTS if k in arch)
+          and all(number(arch[k]) for k in NUMBERS if k in arch))
     if not ok:
         raise ModelFileError(path, f"unknown or invalid architecture {arch!r}", "pass a file from `jaxstyle train`")
-    return TransformerNet(n_styles=arch["n_styles"], width=arch["width"], n_residual=arch["n_residual"])
+    return TransformerNet(**{k: v for k, v in arch.items() if k != "name"})
 
 
 def load_model(path) -> FastModel:
@@ -89,7 +104,7 @@ def load_model(path) -> FastModel:
     try:
         with np.load(path, allow_pickle=False) as data:
             meta = _read_meta(path, data)
-            net = _net_from(path, meta.get("architecture"))
+            net = _net_from(path, meta.get("architecture"), meta["format_version"])
             template = jax.eval_shape(lambda: init_params(net))
             expected = dict(zip(key_paths(template), jax.tree.leaves(template)))
             missing = sorted(set(expected) - set(data.files))

@@ -10,6 +10,13 @@ Layout (the paper's supplementary material, as in jcjohnson/fast-neural-style an
 - reflection padding before every convolution instead of zero padding (no dark borders);
 - a linear output layer as in pytorch/examples (the paper uses a scaled tanh); outputs are clipped at apply time.
 
+The variants of the networks that other projects trained and publish (imported by
+:mod:`jaxstyle.fast.importers`) are fields of :class:`TransformerNet`, one table each (:data:`VARIANTS`, first
+value the default = jaxstyle's own network): the value range and channel order the network works in
+(:data:`PREPROCESS`), the paper's reflection padding of the input instead of padding every convolution
+(:data:`PADDING`), fractionally strided convolutions, batch norm (running statistics folded in), a scaled tanh
+output. Whatever the variant, the module takes and returns RGB in [0, 1]: the conversion is part of the network.
+
 Pure: ``TransformerNet(...).apply(params, images, style)`` with images NHWC RGB in [0, 1] of any size >= 4 px.
 """
 
@@ -22,9 +29,59 @@ import jax.numpy as jnp
 
 EPS = 1e-5  # instance norm epsilon (torch.nn.InstanceNorm2d's)
 
+# What the network computes in: (scale, mean, std, BGR) with net input = (flip?(rgb01) * scale - mean) / std and
+# the output mapped back the same way. pytorch/examples feeds RGB 0-255 (ToTensor then x.mul(255)) and saves its
+# output clamped to 0-255; jcjohnson/fast-neural-style's preprocess.lua "vgg" flips RGB to BGR, scales to 0-255 and
+# subtracts the mean pixel {103.939, 116.779, 123.68} (BGR), its "resnet" subtracts the ImageNet mean and divides by
+# the std on RGB in [0, 1]; deprocess is the exact inverse in both.
+PREPROCESS = {
+    "rgb01": (1.0, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), False),
+    "rgb255": (255.0, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), False),
+    "vgg": (255.0, (103.939, 116.779, 123.68), (1.0, 1.0, 1.0), True),
+    "resnet": (1.0, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), False),
+}
+# Padding of each kind of convolution: "c" (the 9x9 ones and the 3x3 after a nearest upsampling), "d" (the
+# stride-2 ones) and "r" (inside residual blocks). "reflect": pytorch/examples' and jaxstyle's. "reflect-start":
+# the paper's supplementary material and jcjohnson/fast-neural-style's default (padding_type reflect-start):
+# the input is reflection-padded by 8 px per residual block once, the c and d convolutions zero-pad, the residual
+# convolutions pad nothing and each block crops 2 px off its shortcut (ShaveImage), so the output has the input's size.
+PADDING = {
+    "reflect": {"c": "reflect", "d": "reflect", "r": "reflect"},
+    "reflect-start": {"c": "zero", "d": "zero", "r": "valid"},
+}
+# Architecture fields beyond the size ones, each with its allowed values (the first is the default) or, for the
+# numbers, its default. upsample "transpose": jcjohnson's u layers, SpatialFullConvolution(3, 3, 2, 2, 1, 1, 1, 1);
+# norm "batch": batch norm in evaluation mode, its running statistics folded into the per-channel affine;
+# output "tanh": output_scale * tanh (the paper; 150 in jcjohnson's code); fit "pad4": reflection-pad the input to
+# a multiple of 4 and crop back (jaxstyle), "crop": run at the input's size as the original networks do and crop
+# their output (a few pixels larger at sizes that are not a multiple of 4) to it.
+VARIANTS = {
+    "preprocess": tuple(PREPROCESS), "padding": tuple(PADDING), "upsample": ("nearest", "transpose"),
+    "norm": ("instance", "batch"), "output": ("linear", "tanh"), "fit": ("pad4", "crop"),
+}
+NUMBERS = {"eps": EPS, "output_scale": 1.0}
+
 
 def reflect_pad(x: jax.Array, pad: int) -> jax.Array:
     return jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="reflect") if pad else x
+
+
+def to_network(images: jax.Array, preprocess: str) -> jax.Array:
+    """RGB in [0, 1] -> what a network with this ``preprocess`` convention takes."""
+    scale, mean, std, bgr = PREPROCESS[preprocess]
+    if preprocess == "rgb01":
+        return images
+    x = images[..., ::-1] if bgr else images
+    return (x * scale - jnp.asarray(mean)) / jnp.asarray(std)
+
+
+def from_network(y: jax.Array, preprocess: str) -> jax.Array:
+    """The inverse of :func:`to_network`: the network's output as RGB in [0, 1] (not clipped)."""
+    scale, mean, std, bgr = PREPROCESS[preprocess]
+    if preprocess == "rgb01":
+        return y
+    x = (y * jnp.asarray(std) + jnp.asarray(mean)) / scale
+    return x[..., ::-1] if bgr else x
 
 
 class ConditionalInstanceNorm(nn.Module):
@@ -32,49 +89,75 @@ class ConditionalInstanceNorm(nn.Module):
 
     ``style`` is ``(B, n_styles)``: a one-hot row selects one style; a convex combination mixes styles by
     interpolating their normalisation parameters, exactly as the paper does.
+
+    With ``normalize=False`` only the affine is applied: a batch norm in evaluation mode whose running
+    statistics were folded into it (imported networks).
     """
 
     n_styles: int = 1
+    eps: float = EPS
+    normalize: bool = True
 
     @nn.compact
     def __call__(self, x: jax.Array, style: jax.Array) -> jax.Array:
         c = x.shape[-1]
         scale = self.param("scale", nn.initializers.ones, (self.n_styles, c))
         bias = self.param("bias", nn.initializers.zeros, (self.n_styles, c))
-        mean = jnp.mean(x, axis=(1, 2), keepdims=True)
-        var = jnp.mean(jnp.square(x - mean), axis=(1, 2), keepdims=True)
-        y = (x - mean) * jax.lax.rsqrt(var + EPS)
+        y = x
+        if self.normalize:  # biased variance, as torch's InstanceNorm2d and Torch7's (training-mode) batch norm
+            mean = jnp.mean(x, axis=(1, 2), keepdims=True)
+            var = jnp.mean(jnp.square(x - mean), axis=(1, 2), keepdims=True)
+            y = (x - mean) * jax.lax.rsqrt(var + self.eps)
         gamma, beta = style @ scale, style @ bias
         return y * gamma[:, None, None, :] + beta[:, None, None, :]
 
 
 class ConvLayer(nn.Module):
-    """Reflection padding then a convolution (stride s), optionally after a nearest-neighbour x2 upsample."""
+    """Padding (``pad``: reflect, zero or valid) then a convolution (stride s), optionally after a
+    nearest-neighbour x2 upsample; or (``transpose``) a x2 fractionally strided 3x3 convolution."""
 
     features: int
     kernel: int
     stride: int = 1
     upsample: bool = False
+    pad: str = "reflect"
+    transpose: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
+        if self.transpose:
+            # Torch's SpatialFullConvolution(k=3, stride 2, pad 1, adj 1) = the x2-dilated input padded by
+            # (k-1-pad, k-1-pad+adj) = (1, 2), convolved with the flipped kernel (flipped on import).
+            return nn.ConvTranspose(self.features, (3, 3), strides=(2, 2), padding=((1, 2), (1, 2)), name="conv")(x)
         if self.upsample:
             x = jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
-        x = reflect_pad(x, self.kernel // 2)
+        p = self.kernel // 2
+        if self.pad == "reflect":
+            x = reflect_pad(x, p)
+        padding = ((p, p), (p, p)) if self.pad == "zero" else "VALID"
         return nn.Conv(self.features, (self.kernel, self.kernel), strides=(self.stride, self.stride),
-                       padding="VALID", name="conv")(x)
+                       padding=padding, name="conv")(x)
 
 
 class ResidualBlock(nn.Module):
     """``x + IN(conv(relu(IN(conv(x)))))`` with two 3x3 convolutions (Gross & Wilber's block, as in the paper)."""
 
     n_styles: int = 1
+    pad: str = "reflect"
+    eps: float = EPS
+    normalize: bool = True
 
     @nn.compact
     def __call__(self, x: jax.Array, style: jax.Array) -> jax.Array:
         c = x.shape[-1]
-        y = nn.relu(ConditionalInstanceNorm(self.n_styles, name="in1")(ConvLayer(c, 3, name="conv1")(x), style))
-        y = ConditionalInstanceNorm(self.n_styles, name="in2")(ConvLayer(c, 3, name="conv2")(y), style)
+
+        def norm(name):
+            return ConditionalInstanceNorm(self.n_styles, self.eps, self.normalize, name=name)
+
+        y = nn.relu(norm("in1")(ConvLayer(c, 3, pad=self.pad, name="conv1")(x), style))
+        y = norm("in2")(ConvLayer(c, 3, pad=self.pad, name="conv2")(y), style)
+        if self.pad == "valid":  # jcjohnson's ShaveImage(2): the shortcut loses what the two convolutions did
+            x = x[:, 2:-2, 2:-2, :]
         return x + y
 
 
@@ -88,28 +171,42 @@ class TransformerNet(nn.Module):
     n_styles: int = 1
     width: int = 32
     n_residual: int = 5
+    preprocess: str = "rgb01"
+    padding: str = "reflect"
+    upsample: str = "nearest"
+    norm: str = "instance"
+    output: str = "linear"
+    fit: str = "pad4"
+    eps: float = EPS
+    output_scale: float = 1.0
 
     @nn.compact
     def __call__(self, images: jax.Array, style: jax.Array) -> jax.Array:
         h, w = images.shape[1:3]
-        ph, pw = -h % 4, -w % 4
-        x = jnp.pad(images, ((0, 0), (0, ph), (0, pw), (0, 0)), mode="reflect") if ph or pw else images
+        x = to_network(images, self.preprocess)
+        ph, pw = (-h % 4, -w % 4) if self.fit == "pad4" else (0, 0)
+        x = jnp.pad(x, ((0, 0), (0, ph), (0, pw), (0, 0)), mode="reflect") if ph or pw else x
+        if self.padding == "reflect-start":
+            x = reflect_pad(x, 8 * self.n_residual)
+        pad, normalize = PADDING[self.padding], self.norm == "instance"
         w1, w2, w4 = self.width, 2 * self.width, 4 * self.width
 
-        def down(x, features, kernel, stride, name):
-            x = ConvLayer(features, kernel, stride, name=name)(x)
-            return nn.relu(ConditionalInstanceNorm(self.n_styles, name=f"{name}_in")(x, style))
+        def block(x, layer, name):
+            x = layer(x)
+            return nn.relu(ConditionalInstanceNorm(self.n_styles, self.eps, normalize, name=f"{name}_in")(x, style))
 
-        x = down(x, w1, 9, 1, "c1")
-        x = down(x, w2, 3, 2, "d1")
-        x = down(x, w4, 3, 2, "d2")
+        x = block(x, ConvLayer(w1, 9, pad=pad["c"], name="c1"), "c1")
+        x = block(x, ConvLayer(w2, 3, 2, pad=pad["d"], name="d1"), "d1")
+        x = block(x, ConvLayer(w4, 3, 2, pad=pad["d"], name="d2"), "d2")
         for i in range(self.n_residual):
-            x = ResidualBlock(self.n_styles, name=f"r{i + 1}")(x, style)
+            x = ResidualBlock(self.n_styles, pad["r"], self.eps, normalize, name=f"r{i + 1}")(x, style)
         for name, features in (("u1", w2), ("u2", w1)):
-            x = ConvLayer(features, 3, upsample=True, name=name)(x)
-            x = nn.relu(ConditionalInstanceNorm(self.n_styles, name=f"{name}_in")(x, style))
-        x = ConvLayer(3, 9, name="c2")(x)
-        return x[:, :h, :w, :]
+            x = block(x, ConvLayer(features, 3, upsample=True, pad=pad["c"], transpose=self.upsample == "transpose",
+                                   name=name), name)
+        x = ConvLayer(3, 9, pad=pad["c"], name="c2")(x)
+        if self.output == "tanh":
+            x = self.output_scale * jnp.tanh(x)
+        return from_network(x[:, :h, :w, :], self.preprocess)
 
 
 def style_weights(n_styles: int, index=None, mix=None) -> jax.Array:

@@ -86,7 +86,7 @@ def _require(module: str, path):
                            f"pip install 'jaxstyle[{extra}]'") from None
 
 
-def _check_readable(path) -> str:
+def check_readable(path) -> str:
     path = os.fspath(path)
     if not os.path.exists(path):
         raise WeightsError(path, "no such file", "download the source weights first (see weights/README.md)")
@@ -104,7 +104,7 @@ def detect_format(path) -> str:
     Returns ``"keras"``, ``"matconvnet"``, ``"safetensors"``, ``"onnx"`` or ``"torch"`` (a torch zip or legacy
     file whose keys decide between torchvision/caffe-pth and gatys).
     """
-    path = _check_readable(path)
+    path = check_readable(path)
     try:
         with open(path, "rb") as f:
             head = f.read(1024)
@@ -210,7 +210,9 @@ def _state_dict_arrays(path, state: dict) -> dict[str, np.ndarray]:
     return out
 
 
-def _load_torch(path) -> dict[str, np.ndarray]:
+def load_torch_state_dict(path) -> dict[str, np.ndarray]:
+    """A PyTorch state_dict file's tensors as numpy arrays (float32 for floating ones), through
+    ``torch.load(weights_only=True)``; a pickled model or a damaged file is a one-line :class:`WeightsError`."""
     torch = _require("torch", path)
     try:
         # weights_only: tensors and plain containers only; arbitrary pickled code is refused.
@@ -514,7 +516,7 @@ def read_source(path, format: str = "auto", preset: str | None = None) -> Source
     ``preset`` overrides the preprocessing preset; it is required for torchvision-layout files whose origin
     (torchvision or Caffe) cannot be known from their contents or published name.
     """
-    path = _check_readable(path)
+    path = check_readable(path)
     if format != "auto" and format not in FORMATS:
         raise UsageError(f"unknown format {format!r}; expected auto or one of {', '.join(FORMATS)}")
     if preset is not None and preset not in vgg.PRESETS:
@@ -542,7 +544,7 @@ def read_source(path, format: str = "auto", preset: str | None = None) -> Source
                                "pass --preset torchvision or --preset caffe (see the exporter's documentation)")
         return Source(arch, convs, vgg.PRESETS[preset or known], "onnx")
 
-    arrays = _load_safetensors(path) if container == "safetensors" else _load_torch(path)
+    arrays = _load_safetensors(path) if container == "safetensors" else load_torch_state_dict(path)
     kind = _keys_kind(path, arrays)
     if (format == "gatys" and kind != "gatys") or (format in ("torchvision", "caffe-pth") and kind != "torchvision"):
         raise WeightsError(path, f"--format {format} given but the keys are {kind}-style",
@@ -566,6 +568,19 @@ def read_source(path, format: str = "auto", preset: str | None = None) -> Source
     return Source(arch, convs, vgg.PRESETS[preset], source_format)
 
 
+def check_output(out, src: str, overwrite: bool) -> str:
+    """``out`` if a converted file may be written there: never the source, a folder, or (without
+    ``overwrite``) an existing file."""
+    out = os.fspath(out)
+    if os.path.exists(out) and os.path.samefile(out, src) or os.path.abspath(out) == os.path.abspath(src):
+        raise UsageError(f"{out}: the output would overwrite the source file — choose another -o path")
+    if os.path.isdir(out):
+        raise UsageError(f"{out}: is a directory — pass an output file name such as weights/vgg19.npz")
+    if os.path.exists(out) and not overwrite:
+        raise UsageError(f"{out}: already exists — pass --force to overwrite it")
+    return out
+
+
 def default_output(arch: str) -> str:
     return os.path.join("weights", f"{arch}.npz")
 
@@ -578,22 +593,11 @@ def convert(src, dst=None, *, format: str = "auto", preset: str | None = None, o
     name recorded for the source (defaults to ``src``'s file name; download passes the published name);
     ``provenance`` is stored in the file's metadata (see :mod:`jaxstyle.nets.weights`). Returns a summary: ``arch, preset, layers, source, source_sha256, source_format, output``.
     """
-    src = _check_readable(src)
-
-    def check_output(out):
-        out = os.fspath(out)
-        if os.path.exists(out) and os.path.samefile(out, src) or os.path.abspath(out) == os.path.abspath(src):
-            raise UsageError(f"{out}: the output would overwrite the source weights — choose another -o path")
-        if os.path.isdir(out):
-            raise UsageError(f"{out}: is a directory — pass an output file name such as weights/vgg19.npz")
-        if os.path.exists(out) and not overwrite:
-            raise UsageError(f"{out}: already exists — pass --force to overwrite it")
-        return out
-
+    src = check_readable(src)
     if dst is not None:
-        dst = check_output(dst)  # fail before the (slow) read
+        dst = check_output(dst, src, overwrite)  # fail before the (slow) read
     source = read_source(src, format=format, preset=preset)
-    dst = check_output(dst if dst is not None else default_output(source.arch))
+    dst = check_output(dst if dst is not None else default_output(source.arch), src, overwrite)
     sha = file_sha256(src)
     try:
         os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
