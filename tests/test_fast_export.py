@@ -70,5 +70,9 @@ def test_bad_inputs_write_nothing(tmp_path, capsys):
     assert main(["export", str(tmp_path / "m.npz"), "-o", str(tmp_path / "o.txt")]) == 2
     assert main(["export", str(tmp_path / "m.npz"), "-o", str(out), "--style-mix", "3"]) == 2
     assert not out.exists() and not (tmp_path / "o.txt").exists()
+    net = fast.TransformerNet(width=4, n_residual=1, upsample="transpose")  # an imported layout
+    save_model(str(tmp_path / "v.npz"), fast.FastModel(params=fast.init_params(net), net=net, meta={}))
+    assert main(["export", str(tmp_path / "v.npz"), "-o", str(out)]) == 2
+    assert not out.exists()
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 3 and all(line.startswith("error: ") for line in err)
+    assert len(err) == 4 and "upsample=transpose" in err[-1] and all(line.startswith("error: ") for line in err)

@@ -64,3 +64,12 @@ def test_cli_tile_flag_gives_the_same_picture(tmp_path):
         assert np.abs(a - b).max() <= 1 / 255 + 1e-6
     assert main(["apply", "--model", str(tmp_path / "m.npz"), str(src), "-o", str(tmp_path / "x"),
                  "--tile", "2"]) == 2
+
+
+def test_imported_variants_refuse_tiles_with_one_line(tmp_path):
+    net = fast.TransformerNet(width=4, n_residual=1, preprocess="rgb255")
+    model = fast.FastModel(params=fast.init_params(net), net=net, meta={})
+    x = np.random.default_rng(3).random(SHAPE, dtype=np.float32)
+    with pytest.raises(UsageError, match="preprocess=rgb255"):
+        fast.apply(model, x, tile=TILE)
+    assert inference.use_tiles(net, (10_000, 10_000, 3), None) == 0  # too large, but whole: no silent error

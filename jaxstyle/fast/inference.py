@@ -16,7 +16,7 @@ import numpy as np
 
 from .. import colour
 from ..errors import UsageError
-from . import tiled
+from . import layers, tiled
 from .net import FastModel, TransformerNet, style_weights
 
 MIN_SIZE = 4  # the network's reflection padding needs more than 2 px after two stride-2 layers
@@ -58,11 +58,13 @@ def parse_mix(model: FastModel, mix) -> np.ndarray:
     return np.asarray(style_weights(n, mix=mix))
 
 
-def use_tiles(shape, tile: int | None) -> int:
+def use_tiles(net: TransformerNet, shape, tile: int | None) -> int:
     """The tile side for images of ``shape`` (``(..., H, W, 3)``): ``tile`` itself, 0 (whole image), or for
-    ``None`` :data:`AUTO_TILE` when the image has more than :data:`AUTO_TILE_PIXELS` pixels."""
+    ``None`` :data:`AUTO_TILE` when the image has more than :data:`AUTO_TILE_PIXELS` pixels (and the network is
+    jaxstyle's own layout, which the tiled executor knows)."""
     if tile is None:
-        return AUTO_TILE if shape[-3] * shape[-2] > AUTO_TILE_PIXELS else 0
+        large = shape[-3] * shape[-2] > AUTO_TILE_PIXELS
+        return AUTO_TILE if large and not layers.variant_fields(net) else 0
     if tile < 0 or 0 < tile < MIN_SIZE:
         raise UsageError(f"tile must be 0 (whole image) or at least {MIN_SIZE} px, got {tile}")
     return tile
@@ -92,7 +94,7 @@ def apply(model: FastModel, images, *, mix=None, original_colors: bool = False, 
     if x.ndim != 4 or x.shape[-1] != 3 or min(x.shape[1:3]) < MIN_SIZE:
         raise UsageError(f"images must be RGB, HWC or NHWC, at least {MIN_SIZE} px a side; got {tuple(x.shape)}")
     fn, w = _jitted(model.net, bool(original_colors)), jnp.asarray(parse_mix(model, mix))
-    side = use_tiles(x.shape, tile)
+    side = use_tiles(model.net, x.shape, tile)
     if side:
         fn = functools.partial(_stylize_tiled, model, tile=side, original_colors=bool(original_colors))
     chunks = [fn(model.params, x[i:i + batch_size], w) for i in range(0, x.shape[0], max(1, batch_size))]

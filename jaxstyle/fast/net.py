@@ -62,6 +62,19 @@ VARIANTS = {
 NUMBERS = {"eps": EPS, "output_scale": 1.0}
 
 
+# XLA:CPU runs a convolution without padding ("VALID") on a path 1.3x (3x3, stride 2) to 37x (9x9, 32 -> 3
+# channels) slower than the same convolution with padding (measured at 256 px, batch 4; the outputs are
+# bit-identical). So "VALID" convolutions here pad one zero row and column at the end and crop the extra outputs:
+# same result, the fast path, ~1/n more work; harmless on GPU/TPU.
+FAST_VALID = ((0, 1), (0, 1))
+
+
+def crop_valid(y: jax.Array, in_hw, kernel: int, stride: int) -> jax.Array:
+    """Crop a :data:`FAST_VALID` convolution's output ``y`` to the "VALID" output size."""
+    ho, wo = ((n - kernel) // stride + 1 for n in in_hw)
+    return y[:, :ho, :wo]
+
+
 def reflect_pad(x: jax.Array, pad: int) -> jax.Array:
     return jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="reflect") if pad else x
 
@@ -134,9 +147,10 @@ class ConvLayer(nn.Module):
         p = self.kernel // 2
         if self.pad == "reflect":
             x = reflect_pad(x, p)
-        padding = ((p, p), (p, p)) if self.pad == "zero" else "VALID"
-        return nn.Conv(self.features, (self.kernel, self.kernel), strides=(self.stride, self.stride),
-                       padding=padding, name="conv")(x)
+        padding = ((p, p), (p, p)) if self.pad == "zero" else FAST_VALID
+        y = nn.Conv(self.features, (self.kernel, self.kernel), strides=(self.stride, self.stride),
+                    padding=padding, name="conv")(x)
+        return y if self.pad == "zero" else crop_valid(y, x.shape[1:3], self.kernel, self.stride)
 
 
 class ResidualBlock(nn.Module):
