@@ -1,0 +1,114 @@
+"""The studio's JSON API end to end, on a real server on 127.0.0.1 (random VGG, 64 px, few iterations):
+start, live progress over Server-Sent Events, queue, cancel, failure, result, sweep grid, and the errors (bad
+option with the CLI's own message, bad image, oversized upload, unknown id, paths that try to leave)."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+import shlex
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("aiohttp", reason="the studio extra (pip install 'jaxstyle[studio]') is part of the test extra")
+
+from jaxstyle.cli import build_parser, main, options  # noqa: E402
+from jaxstyle.gatys.config import StyleConfig  # noqa: E402
+from jaxstyle.studio.app import make_app  # noqa: E402
+from jaxstyle.studio.forms import Limits  # noqa: E402
+from jaxstyle.studio.server import Background  # noqa: E402
+
+from studio_client import events, get_json, post, request  # noqa: E402
+
+EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "images")
+PAIR = [("content_example", "chelsea.jpg"), ("style_example", "starry_night.jpg"), ("image_size", "64")]
+UPLOAD_LIMIT = 200_000
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    weights = tmp_path_factory.mktemp("weights")  # empty: the random network is the default
+    runs = tmp_path_factory.mktemp("runs")
+    app = make_app(str(weights), str(weights), Limits(max_upload_bytes=UPLOAD_LIMIT), run_dir=str(runs))
+    with Background(app) as url:
+        yield url, runs
+    assert os.listdir(runs) == [], "the app's run directory is removed when it stops"
+
+
+def wait(url: str, run_id: str, until, timeout: float = 120) -> dict:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        status, body = get_json(f"{url}api/runs/{run_id}")
+        assert status == 200
+        if until(body):
+            return body
+        time.sleep(0.1)
+    raise AssertionError(f"run {run_id} did not get there in {timeout} s: {body}")
+
+
+def png_of(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)))
+
+
+def cli_error(capsys, tmp_path, *flags) -> str:
+    """What ``jaxstyle stylize`` prints for these flags (checked before anything is computed)."""
+    try:  # argparse's own errors exit; the config's are returned
+        code = main(["stylize", "--content", os.path.join(EXAMPLES, "chelsea.jpg"), "--style",
+                     os.path.join(EXAMPLES, "starry_night.jpg"), "-o", str(tmp_path / "out.png"), *flags])
+    except SystemExit as e:
+        code = e.code
+    assert code == 2
+    return capsys.readouterr().err.strip()
+
+
+def test_page_and_options(server):
+    url, _ = server
+    status, _, html = request(url)
+    assert status == 200 and b"jaxstyle studio" in html
+    assert request(url + "static/app.js")[0] == 200
+    status, o = get_json(url + "api/options")
+    assert o["defaults"] == {f.name: (list(f.default) if isinstance(f.default, tuple) else f.default)
+                             for f in dataclasses.fields(StyleConfig)}
+    assert o["weights"] == ["random"] and o["default_weights"] == "random"
+    assert "chelsea.jpg" in o["examples"] and o["models"] == []
+
+
+def test_errors_are_json_and_say_what_to_do(server, capsys, tmp_path):
+    url, runs = server
+    # Options: the CLI's message, word for word, and the field to point at.
+    status, body = post(url + "api/runs", PAIR + [("style_weight", "-1")])
+    assert (status, body["field"]) == (400, "style_weight")
+    assert cli_error(capsys, tmp_path, "--style-weight", "-1") == f"error: {body['error']}"
+    status, body = post(url + "api/runs", PAIR + [("content_weight", "lots")])
+    assert (status, body["field"]) == (400, "content_weight")
+    assert body["error"] in cli_error(capsys, tmp_path, "--content-weight", "lots")
+    status, body = post(url + "api/runs", PAIR + [("style_layers", "relu9_9")])
+    assert status == 400 and cli_error(capsys, tmp_path, "--style-layers", "relu9_9") == f"error: {body['error']}"
+    status, body = post(url + "api/runs", PAIR[:1] + PAIR[2:])
+    assert status == 400 and body["error"] == "--style is required (except with --mode content)"
+    assert post(url + "api/runs", PAIR + [("colour", "red")])[0] == 400  # an unknown field
+    assert post(url + "api/runs", PAIR + [("weights", "../weights/vgg19.npz")])[1]["field"] == "weights"
+    assert post(url + "api/runs", PAIR + [("sweep_style_weight", "1,2,3,4")])[1]["field"] == "sweep_style_weight"
+    # Images: only image types, decoded with the CLI's loader; the message names the upload, not a server path.
+    status, body = post(url + "api/runs", PAIR[:1], [("style", "notes.png", b"just some text")])
+    assert (status, body["field"]) == (400, "style") and "not an image of an accepted type" in body["error"]
+    whole = io.BytesIO()
+    Image.fromarray(np.full((64, 64, 3), 90, np.uint8)).save(whole, format="PNG")
+    status, body = post(url + "api/runs", PAIR[:1], [("style", "cut.png", whole.getvalue()[:-30])])
+    assert status == 400 and body["error"].startswith("cut.png: ") and str(runs) not in body["error"]
+    status, body = post(url + "api/runs", PAIR[:1], [("style", "big.png", b"\x89PNG" + bytes(UPLOAD_LIMIT))])
+    assert status == 413 and "upload limit" in body["error"]
+    assert request(url + "api/runs", "POST", b"{}", {"Content-Type": "application/json"})[0] == 400
+    assert os.listdir(runs) and all(os.listdir(os.path.join(runs, d)) == [] for d in os.listdir(runs))
+    # Unknown ids and paths: JSON 404s, nothing outside the app's own files is served.
+    for path, method in (("api/runs/nope", "GET"), ("api/runs/nope", "DELETE"), ("api/runs/nope/image", "GET"),
+                         ("api/runs/nope/events", "GET"), ("api/runs/nope/settings", "GET"), ("api/nothing", "GET"),
+                         ("api/examples/..%2F..%2Fpyproject.toml", "GET")):
+        status, body = get_json(url + path, method)
+        assert status == 404 and body["error"], path
+    assert request(url + "static/..%2F..%2F__init__.py")[0] in (403, 404)
+    assert request(url + "static/../app.py")[0] in (403, 404)
