@@ -112,3 +112,66 @@ def test_errors_are_json_and_say_what_to_do(server, capsys, tmp_path):
         assert status == 404 and body["error"], path
     assert request(url + "static/..%2F..%2F__init__.py")[0] in (403, 404)
     assert request(url + "static/../app.py")[0] in (403, 404)
+
+
+def test_a_run_streams_progress_and_ends_with_its_image_and_settings(server):
+    url, _ = server
+    status, created = post(url + "api/runs", PAIR + [("iterations", "12"), ("tv_weight", "0.5")])
+    assert status == 201 and created["status"] in ("queued", "running")
+    run_id, seen, images = created["id"], [], {}
+    for event in events(f"{url}api/runs/{run_id}/events"):
+        seen.append(event)
+        if event["has_image"] and event["iteration"] not in images:
+            images[event["iteration"]] = request(f"{url}api/runs/{run_id}/image")[2]
+    assert seen[-1]["status"] == "done" and seen[-1]["error"] == ""
+    history = [r["iteration"] for e in seen for r in e["history"]]  # each record sent once, in order
+    assert history == sorted(set(history)) and history[-1] == 12 and len(history) >= 3
+    assert all(r["total"] > 0 for e in seen for r in e["history"])
+    final = get_json(f"{url}api/runs/{run_id}")[1]
+    assert [r["iteration"] for r in final["history"]] == history and final["iteration"] == 12
+    status, headers, data = request(f"{url}api/runs/{run_id}/image?download=1")
+    assert status == 200 and headers["Content-Type"] == "image/png" and "attachment" in headers["Content-Disposition"]
+    assert png_of(data).shape == (43, 64, 3)  # chelsea.jpg is 451 x 300
+    early = min(images)
+    assert early < 12 and not np.array_equal(png_of(images[early]), png_of(data)), "the image is live"
+    # The settings file: the whole config in field names, and a command line the CLI parses to the same config.
+    settings = get_json(f"{url}api/runs/{run_id}/settings")[1]
+    config = StyleConfig(**settings["config"])
+    assert (config.image_size, config.iterations, config.tv_weight) == (64, 12, 0.5)
+    args = build_parser().parse_args(shlex.split(settings["command"])[1:])
+    assert options.config_from_args(args) == config and args.weights == "random"
+    assert args.content == "examples/images/chelsea.jpg" and args.style == ["examples/images/starry_night.jpg"]
+
+
+def test_queue_cancel_and_a_failed_run_leave_the_server_working(server):
+    url, _ = server
+    long_run = post(url + "api/runs", PAIR + [("iterations", "50")])[1]["id"]  # progress every 2 iterations
+    diverging = post(url + "api/runs", PAIR + [("iterations", "4"), ("style_weight", "1e38")])[1]["id"]
+    waiting = post(url + "api/runs", PAIR + [("iterations", "50")])[1]["id"]
+    wait(url, long_run, lambda s: s["iteration"] > 0)
+    assert get_json(f"{url}api/runs/{diverging}")[1]["queue_position"] == 1
+    queue = {r["id"]: r["queue_position"] for r in get_json(url + "api/runs")[1]["runs"]}
+    assert (queue[long_run], queue[diverging], queue[waiting]) == (None, 1, 2)
+    assert get_json(f"{url}api/runs/{waiting}", "DELETE")[1]["status"] == "cancelled"  # queued: at once
+    get_json(f"{url}api/runs/{long_run}", "DELETE")
+    stopped = wait(url, long_run, lambda s: s["status"] != "running", timeout=30)
+    assert stopped["status"] == "cancelled" and 0 < stopped["iteration"] < 50 and stopped["has_image"]
+    failed = wait(url, diverging, lambda s: s["status"] in ("done", "failed"))
+    assert failed["status"] == "failed" and "\n" not in failed["error"]
+    assert failed["error"].startswith("loss became non-finite at iteration ") and "style" in failed["error"]
+    assert failed["error"].endswith("— lower --style-weight, --content-weight or --learning-rate")
+    after = post(url + "api/runs", PAIR + [("iterations", "2")])[1]["id"]
+    assert wait(url, after, lambda s: s["status"] in ("done", "failed"))["status"] == "done"
+
+
+def test_a_sweep_fills_its_grid(server):
+    url, _ = server
+    status, created = post(url + "api/runs", PAIR + [("iterations", "2"), ("sweep_style_weight", "0,1000")])
+    assert status == 201 and created["kind"] == "sweep" and len(created["cells"]) == 2
+    done = wait(url, created["id"], lambda s: s["status"] in ("done", "failed", "cancelled"))
+    assert done["status"] == "done" and [c["status"] for c in done["cells"]] == ["done", "done"]
+    assert [c["settings"] for c in done["cells"]] == [{"style_weight": 0.0}, {"style_weight": 1000.0}]
+    cells = [png_of(request(f"{url}api/runs/{created['id']}/image?cell={k}")[2]) for k in (0, 1)]
+    assert cells[0].shape == (43, 64, 3) and not np.array_equal(*cells)
+    assert get_json(f"{url}api/runs/{created['id']}/image?cell=7")[0] == 404
+    assert "jaxstyle sweep" in get_json(f"{url}api/runs/{created['id']}/settings")[1]["command"]

@@ -384,6 +384,12 @@ async def json_errors(request: web.Request, handler):
         if not request.path.startswith("/api/") or e.status < 400:
             raise
         return web.json_response({"error": e.reason, "field": None}, status=e.status)
+    except Exception as e:  # noqa: BLE001 -- a bug: said in one line, with the traceback in the server's log
+        if not request.path.startswith("/api/"):
+            raise
+        request.app.logger.exception("internal error")
+        return web.json_response({"error": f"internal error: {type(e).__name__}: {' '.join(str(e).split())}",
+                                  "field": None}, status=500)
 
 
 def make_app(weights_dir: str = "weights", models_dir: str = "models", limits: Limits = Limits(),
@@ -410,7 +416,7 @@ def make_app(weights_dir: str = "weights", models_dir: str = "models", limits: L
     app.router.add_post("/api/fast", fast_apply)
 
     async def cleanup(app_: web.Application) -> None:
-        app_[RUNNER].close()
+        await asyncio.to_thread(app_[RUNNER].close)
         shutil.rmtree(studio.run_root, ignore_errors=True)
 
     app.on_cleanup.append(cleanup)

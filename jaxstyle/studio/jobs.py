@@ -52,7 +52,7 @@ def chunk_of(iterations: int) -> int:
     return max(2, min(10, iterations // 25))
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(eq=False)
 class Cell:
     """One run of a sweep: its settings, and where it stands."""
 
@@ -63,7 +63,7 @@ class Cell:
     image: bytes | None = None
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(eq=False)  # a run is itself: compared by identity (it holds arrays)
 class Run:
     """One request: the checked inputs and config, and everything the page shows of it."""
 
@@ -175,12 +175,14 @@ class Runner:
             if run.status == "queued":
                 self._update(run, status="cancelled", cells=None)
 
-    def close(self) -> None:
+    def close(self, timeout: float = 120) -> None:
+        """Cancel every run and wait for the worker to stop (a run stops at the end of its current chunk)."""
         with self._wake:
             self._closed = True
             for run in self.runs.values():
                 run.cancel.set()
             self._wake.notify()
+        self.thread.join(timeout)
 
     def _forget_old(self) -> None:
         finished = [k for k, r in self.runs.items() if r.status in FINAL]
