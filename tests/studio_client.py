@@ -25,7 +25,14 @@ def get_json(url: str, method: str = "GET") -> tuple[int, dict]:
 
 
 def post(url: str, fields=(), files=()) -> tuple[int, dict]:
-    """multipart/form-data: ``fields`` [(name, text)], ``files`` [(name, filename, bytes)]."""
+    """multipart/form-data: ``fields`` [(name, text)], ``files`` [(name, filename, bytes)]; a JSON answer."""
+    status, headers, answer = request_multipart(url, fields, files)
+    assert headers["Content-Type"].startswith("application/json"), (headers, answer[:200])
+    return status, json.loads(answer)
+
+
+def request_multipart(url: str, fields=(), files=()) -> tuple[int, dict, bytes]:
+    """POST multipart/form-data; ``(status, headers, body)``."""
     boundary = uuid.uuid4().hex
     body = b""
     for name, value in fields:
@@ -34,9 +41,7 @@ def post(url: str, fields=(), files=()) -> tuple[int, dict]:
         body += (f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
                  "Content-Type: application/octet-stream\r\n\r\n").encode() + data + b"\r\n"
     body += f"--{boundary}--\r\n".encode()
-    status, headers, answer = request(url, "POST", body, {"Content-Type": f"multipart/form-data; boundary={boundary}"})
-    assert headers["Content-Type"].startswith("application/json"), (headers, answer[:200])
-    return status, json.loads(answer)
+    return request(url, "POST", body, {"Content-Type": f"multipart/form-data; boundary={boundary}"})
 
 
 def events(url: str):

@@ -10,19 +10,21 @@ import os
 import shlex
 import time
 
+import jax
 import numpy as np
 import pytest
 from PIL import Image
 
 pytest.importorskip("aiohttp", reason="the studio extra (pip install 'jaxstyle[studio]') is part of the test extra")
 
+from jaxstyle import fast  # noqa: E402
 from jaxstyle.cli import build_parser, main, options  # noqa: E402
 from jaxstyle.gatys.config import StyleConfig  # noqa: E402
 from jaxstyle.studio.app import make_app  # noqa: E402
 from jaxstyle.studio.forms import Limits  # noqa: E402
 from jaxstyle.studio.server import Background  # noqa: E402
 
-from studio_client import events, get_json, post, request  # noqa: E402
+from studio_client import events, get_json, post, request, request_multipart  # noqa: E402
 
 EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "images")
 PAIR = [("content_example", "chelsea.jpg"), ("style_example", "starry_night.jpg"), ("image_size", "64")]
@@ -32,10 +34,17 @@ UPLOAD_LIMIT = 200_000
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     weights = tmp_path_factory.mktemp("weights")  # empty: the random network is the default
-    runs = tmp_path_factory.mktemp("runs")
-    app = make_app(str(weights), str(weights), Limits(max_upload_bytes=UPLOAD_LIMIT), run_dir=str(runs))
+    runs, models = tmp_path_factory.mktemp("runs"), tmp_path_factory.mktemp("models")
+    # A tiny network with random parameters (made from the shapes: Flax's eager init compiles op by op, a minute
+    # on a loaded machine): the studio's path to fast.apply, not art.
+    net = fast.TransformerNet(n_styles=1, width=4, n_residual=1)
+    rng = np.random.default_rng(0)
+    params = jax.tree.map(lambda a: rng.normal(0, 0.2, a.shape).astype(np.float32),
+                          jax.eval_shape(lambda: fast.init_params(net)))
+    fast.save_model(models / "tiny.npz", fast.FastModel(params=params, net=net, meta={}))
+    app = make_app(str(weights), str(models), Limits(max_upload_bytes=UPLOAD_LIMIT), run_dir=str(runs))
     with Background(app) as url:
-        yield url, runs
+        yield url, runs, models
     assert os.listdir(runs) == [], "the app's run directory is removed when it stops"
 
 
@@ -66,7 +75,7 @@ def cli_error(capsys, tmp_path, *flags) -> str:
 
 
 def test_page_and_options(server):
-    url, _ = server
+    url, *_ = server
     status, _, html = request(url)
     assert status == 200 and b"jaxstyle studio" in html
     assert request(url + "static/app.js")[0] == 200
@@ -74,11 +83,11 @@ def test_page_and_options(server):
     assert o["defaults"] == {f.name: (list(f.default) if isinstance(f.default, tuple) else f.default)
                              for f in dataclasses.fields(StyleConfig)}
     assert o["weights"] == ["random"] and o["default_weights"] == "random"
-    assert "chelsea.jpg" in o["examples"] and o["models"] == []
+    assert "chelsea.jpg" in o["examples"] and o["models"] == ["tiny.npz"]
 
 
 def test_errors_are_json_and_say_what_to_do(server, capsys, tmp_path):
-    url, runs = server
+    url, runs, _ = server
     # Options: the CLI's message, word for word, and the field to point at.
     status, body = post(url + "api/runs", PAIR + [("style_weight", "-1")])
     assert (status, body["field"]) == (400, "style_weight")
@@ -115,7 +124,7 @@ def test_errors_are_json_and_say_what_to_do(server, capsys, tmp_path):
 
 
 def test_a_run_streams_progress_and_ends_with_its_image_and_settings(server):
-    url, _ = server
+    url, *_ = server
     status, created = post(url + "api/runs", PAIR + [("iterations", "12"), ("tv_weight", "0.5")])
     assert status == 201 and created["status"] in ("queued", "running")
     run_id, seen, images = created["id"], [], {}
@@ -144,7 +153,7 @@ def test_a_run_streams_progress_and_ends_with_its_image_and_settings(server):
 
 
 def test_queue_cancel_and_a_failed_run_leave_the_server_working(server):
-    url, _ = server
+    url, *_ = server
     long_run = post(url + "api/runs", PAIR + [("iterations", "50")])[1]["id"]  # progress every 2 iterations
     diverging = post(url + "api/runs", PAIR + [("iterations", "4"), ("style_weight", "1e38")])[1]["id"]
     waiting = post(url + "api/runs", PAIR + [("iterations", "50")])[1]["id"]
@@ -165,7 +174,7 @@ def test_queue_cancel_and_a_failed_run_leave_the_server_working(server):
 
 
 def test_a_sweep_fills_its_grid(server):
-    url, _ = server
+    url, *_ = server
     status, created = post(url + "api/runs", PAIR + [("iterations", "2"), ("sweep_style_weight", "0,1000")])
     assert status == 201 and created["kind"] == "sweep" and len(created["cells"]) == 2
     done = wait(url, created["id"], lambda s: s["status"] in ("done", "failed", "cancelled"))
@@ -175,3 +184,18 @@ def test_a_sweep_fills_its_grid(server):
     assert cells[0].shape == (43, 64, 3) and not np.array_equal(*cells)
     assert get_json(f"{url}api/runs/{created['id']}/image?cell=7")[0] == 404
     assert "jaxstyle sweep" in get_json(f"{url}api/runs/{created['id']}/settings")[1]["command"]
+
+
+def test_a_fast_style_model_applies_to_an_upload(server):
+    url, *_ = server
+    upload = io.BytesIO()
+    pixels = np.random.default_rng(0).integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(upload, format="PNG")
+    status, headers, data = request_multipart(url + "api/fast", [("model", "tiny.npz")],
+                                              [("image", "photo.png", upload.getvalue())])
+    assert status == 200 and headers["Content-Type"] == "image/png"
+    model = fast.load_model(server[2] / "tiny.npz")
+    expected = np.round(fast.apply(model, pixels.astype(np.float32) / 255) * 255)
+    assert np.abs(png_of(data).astype(float) - expected).max() <= 1
+    status, body = post(url + "api/fast", [("model", "../tiny.npz")], [("image", "photo.png", upload.getvalue())])
+    assert (status, body["field"]) == (400, "model")

@@ -149,14 +149,15 @@ function follow(run) {
   state.source.onmessage = (m) => update(JSON.parse(m.data));
 }
 
-function fmt(v) { return v === null || v === undefined ? "–" : Number(v).toPrecision(4); }
+function fmt(v) { return v === null || v === undefined ? "–" : Number(Number(v).toPrecision(4)).toString(); }
 
 function update(s) {
   const id = s.id, base = `/api/runs/${id}`;
   state.history.push(...(s.history || []));
   $("status").textContent = s.status + (s.queue_position ? ` (queue position ${s.queue_position})` : "");
   $("iteration").textContent = `${s.iteration} / ${s.iterations}`;
-  $("eta").textContent = s.eta_seconds !== null ? `ETA ${Math.round(s.eta_seconds)} s` : `${s.seconds} s`;
+  $("eta").textContent = (s.eta_seconds !== null ? `ETA ${Math.round(s.eta_seconds)} s` :
+    `${s.seconds.toFixed(1)} s`) + ` · weights ${s.weights}`;
   $("terms").textContent = Object.entries(s.terms).map(([k, v]) => `${k} ${fmt(v)}`).join("  ");
   if (s.has_image && state.cell === null) $("live").src = `${base}/image?v=${s.version}`;
   s.cells.forEach((c, k) => {
@@ -222,8 +223,8 @@ function drawChart() {
     g.fillText(k, pad + 50 * i, 12);
   });
   g.fillStyle = "#666";
-  g.fillText(`1e${hi.toFixed(1)}`, 2, pad);
-  g.fillText(`1e${lo.toFixed(1)}`, 2, pad + H);
+  g.fillText(fmt(10 ** hi), 2, pad);
+  g.fillText(fmt(10 ** lo), 2, pad + H);
   g.fillText(`iteration ${last}`, canvas.width - 80, canvas.height - 4);
 }
 
