@@ -70,6 +70,12 @@ def execute(args) -> int:
     limits = Limits(max_upload_bytes=upload, max_request_bytes=max(upload * 3, Limits().max_request_bytes),
                     max_pixels=args.max_pixels, max_image_size=args.max_image_size)
     app = make_app(args.weights_dir, args.models_dir, limits, target_cache=TargetCache.from_env())
-    serve_forever(app, args.host, args.port,
-                  on_ready=lambda url: print(f"jaxstyle studio: {url}  (Ctrl-C stops it)", flush=True))
+    try:
+        serve_forever(app, args.host, args.port,
+                      on_ready=lambda url: print(f"jaxstyle studio: {url}  (Ctrl-C stops it)", flush=True),
+                      on_stop=lambda: print("stopping: the current run ends with its chunk (Ctrl-C again: at "
+                                            "once)", file=sys.stderr, flush=True))
+    except OSError as e:  # the address is taken or cannot be bound
+        raise UsageError(f"--host {args.host} --port {args.port}: cannot listen there ({e.strerror or e}) — "
+                         "choose another --port (0: any free one)") from None
     return 0

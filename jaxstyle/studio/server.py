@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
+import signal
 import threading
 
 from aiohttp import web
@@ -29,18 +31,28 @@ def url_of(runner: web.AppRunner) -> str:
 async def _start(app: web.Application, host: str, port: int) -> web.AppRunner:
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, host, port).start()
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except BaseException:
+        await runner.cleanup()  # the app's run directory goes too
+        raise
     return runner
 
 
-def serve_forever(app: web.Application, host: str, port: int, on_ready=print) -> None:
-    """Serve until Ctrl-C; ``on_ready(url)`` once listening (port 0: a free port)."""
+def serve_forever(app: web.Application, host: str, port: int, on_ready=print, on_stop=None) -> None:
+    """Serve until Ctrl-C or SIGTERM; ``on_ready(url)`` once listening (port 0: a free port), ``on_stop()`` when
+    stopping begins (the current run ends at its chunk's end; the app's files are removed after it)."""
     async def main():
         runner = await _start(app, host, port)
+        stop = asyncio.Event()
+        with contextlib.suppress(NotImplementedError):  # no signal handlers on Windows' event loop
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
         on_ready(url_of(runner))
         try:
-            await asyncio.Event().wait()
+            await stop.wait()
         finally:
+            if on_stop is not None:
+                on_stop()
             await runner.cleanup()
 
     try:
