@@ -175,13 +175,16 @@ def test_queue_cancel_and_a_failed_run_leave_the_server_working(server):
 
 def test_a_sweep_fills_its_grid(server):
     url, *_ = server
-    status, created = post(url + "api/runs", PAIR + [("iterations", "2"), ("sweep_style_weight", "0,1000")])
-    assert status == 201 and created["kind"] == "sweep" and len(created["cells"]) == 2
+    status, created = post(url + "api/runs", PAIR + [("iterations", "2"), ("sweep_style_weight", "0,1000"),
+                                                     ("sweep_tv_weight", "0,10")])
+    assert status == 201 and created["kind"] == "sweep" and len(created["cells"]) == 4
     done = wait(url, created["id"], lambda s: s["status"] in ("done", "failed", "cancelled"))
-    assert done["status"] == "done" and [c["status"] for c in done["cells"]] == ["done", "done"]
-    assert [c["settings"] for c in done["cells"]] == [{"style_weight": 0.0}, {"style_weight": 1000.0}]
-    cells = [png_of(request(f"{url}api/runs/{created['id']}/image?cell={k}")[2]) for k in (0, 1)]
-    assert cells[0].shape == (43, 64, 3) and not np.array_equal(*cells)
+    assert done["status"] == "done" and [c["status"] for c in done["cells"]] == ["done"] * 4
+    assert done["iteration"] == done["iterations"] == 4  # two rows of two iterations
+    assert [c["settings"] for c in done["cells"]] == [{"style_weight": sw, "tv_weight": tv}
+                                                      for sw in (0.0, 1000.0) for tv in (0.0, 10.0)]
+    cells = [png_of(request(f"{url}api/runs/{created['id']}/image?cell={k}")[2]) for k in range(4)]
+    assert cells[0].shape == (43, 64, 3) and not np.array_equal(cells[0], cells[2])  # one row from the other
     assert get_json(f"{url}api/runs/{created['id']}/image?cell=7")[0] == 404
     assert "jaxstyle sweep" in get_json(f"{url}api/runs/{created['id']}/settings")[1]["command"]
 
