@@ -180,7 +180,7 @@ def test_a_sweep_fills_its_grid(server):
     assert status == 201 and created["kind"] == "sweep" and len(created["cells"]) == 4
     done = wait(url, created["id"], lambda s: s["status"] in ("done", "failed", "cancelled"))
     assert done["status"] == "done" and [c["status"] for c in done["cells"]] == ["done"] * 4
-    assert done["iteration"] == done["iterations"] == 4  # two rows of two iterations
+    assert done["iteration"] == done["iterations"] == 8  # four runs of two iterations
     assert [c["settings"] for c in done["cells"]] == [{"style_weight": sw, "tv_weight": tv}
                                                       for sw in (0.0, 1000.0) for tv in (0.0, 10.0)]
     cells = [png_of(request(f"{url}api/runs/{created['id']}/image?cell={k}")[2]) for k in range(4)]

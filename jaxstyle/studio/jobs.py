@@ -89,7 +89,7 @@ class Run:
     def __post_init__(self):
         rows = grid(self.axes)
         self.cells = [Cell(s, run_label(s)) for s in itertools.chain.from_iterable(rows)]
-        self.iterations = self.config.iterations * max(1, len(rows))
+        self.iterations = self.config.iterations * max(1, len(self.cells))  # a sweep: iterations of all its runs
 
     def describe(self, position: int | None = None, history_from: int = 0) -> dict:
         """The run as the API shows it (``history_from``: the history records already sent)."""
@@ -137,8 +137,10 @@ def grid(axes: dict) -> list[list[dict]]:
 class Runner:
     """The queue and its worker thread: runs execute one at a time, in the order they were submitted."""
 
-    def __init__(self, load_model, target_cache: TargetCache | None = None, keep: int = KEEP_RUNS):
+    def __init__(self, load_model, target_cache: TargetCache | None = None, keep: int = KEEP_RUNS,
+                 sweep_batch: int | None = None):
         self._load_model = load_model  # weights name -> VGGModel (the app knows the weights directory)
+        self.sweep_batch = sweep_batch  # sweep runs per vmapped optimisation; None: sweep_batch_default()
         self._models: dict = {}
         self.target_cache = target_cache
         self.keep = keep
@@ -258,38 +260,52 @@ class Runner:
                          seconds=time.perf_counter() - start, cells=None)
 
     def _sweep(self, run: Run, model, start: float) -> None:
-        """One vmapped :func:`stylize_many` per row of the grid, so the grid fills in row by row."""
-        rows, n = grid(run.axes), run.config.iterations
-        width = len(rows[0])
-        for r, row in enumerate(rows):
+        """The grid's runs in batches, each batch one :func:`stylize_many` optimisation, so the grid fills in
+        batch by batch (see :func:`sweep_batch_default`)."""
+        n, width = run.config.iterations, len(grid(run.axes)[0])
+        size = self.sweep_batch or sweep_batch_default(width)
+        for first in range(0, len(run.cells), size):
             if run.cancel.is_set():
                 break
-            cells = run.cells[r * width:(r + 1) * width]
+            cells = run.cells[first:first + size]
 
-            def progress(pr, r=r, cells=cells) -> None:
+            def progress(pr, cells=cells, first=first) -> None:
                 with self.lock:
                     for k, c in enumerate(cells):
                         c.terms = _terms({t: v[k] for t, v in pr.terms.items()})
-                    self._update(run, iteration=r * n + pr.iteration, seconds=time.perf_counter() - start)
+                    self._update(run, iteration=n * first + pr.iteration * len(cells),
+                                 seconds=time.perf_counter() - start)
 
             with self.lock:
                 for c in cells:
                     c.status = "running"
                 self._update(run)
-            result = stylize_many(run.content, run.styles, {name: [s[name] for s in row] for name in row[0]},
+            result = stylize_many(run.content, run.styles, {k: [c.settings[k] for c in cells] for k in run.axes},
                                   model=model, config=run.config, chunk=chunk_of(n), callback=progress,
                                   should_stop=run.cancel.is_set, target_cache=self.target_cache)
             with self.lock:
                 for k, c in enumerate(cells):
                     c.image, c.terms = png(result.images[k]), _terms({t: v[k] for t, v in result.terms.items()})
                     c.status = {"done": "done", "nonfinite": "failed", "interrupted": "cancelled"}[result.status[k]]
-                self._update(run, iteration=r * n + int(np.min(result.iterations)), image=run.image or cells[0].image,
-                             seconds=time.perf_counter() - start)
+                self._update(run, iteration=n * first + int(np.sum(result.iterations)),
+                             image=run.image or cells[0].image, seconds=time.perf_counter() - start)
         failed = sum(c.status == "failed" for c in run.cells)
         with self.lock:
             self._update(run, status="cancelled" if run.cancel.is_set() else "done", cells=None,
                          error=f"{failed} of {len(run.cells)} runs stopped at a non-finite loss — lower their "
                                "weights" if failed else "")
+
+
+def sweep_batch_default(width: int) -> int:
+    """Sweep runs per optimisation: a row of the grid on a GPU/TPU (one vmapped program, the batch is where the
+    device's throughput is); one run at a time on CPU, where a vmapped run costs about as much per image as a
+    single one (0.83-0.89 of it, docs/sweep.md) but would compile programs of its own (about 20 s on the loaded
+    2-core test machine, more than the batching saves on a small grid) and where a cell at a time fills the grid
+    sooner. A sweep of one run is the single-run program itself (jaxstyle.gatys.sweep), already compiled by an
+    earlier run of the same shapes."""
+    import jax  # noqa: PLC0415 -- the backend is known once jax is imported, as it is by the drivers
+
+    return width if jax.default_backend() != "cpu" else 1
 
 
 def _terms(terms: dict) -> dict:
