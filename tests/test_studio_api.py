@@ -42,7 +42,7 @@ def server(tmp_path_factory):
     params = jax.tree.map(lambda a: rng.normal(0, 0.2, a.shape).astype(np.float32),
                           jax.eval_shape(lambda: fast.init_params(net)))
     fast.save_model(models / "tiny.npz", fast.FastModel(params=params, net=net, meta={}))
-    app = make_app(str(weights), str(models), Limits(max_upload_bytes=UPLOAD_LIMIT), run_dir=str(runs))
+    app = make_app(str(weights), str(models), Limits(max_upload_bytes=UPLOAD_LIMIT, max_queued=2), run_dir=str(runs))
     with Background(app) as url:
         yield url, runs, models
     assert os.listdir(runs) == [], "the app's run directory is removed when it stops"
@@ -161,6 +161,8 @@ def test_queue_cancel_and_a_failed_run_leave_the_server_working(server):
     assert get_json(f"{url}api/runs/{diverging}")[1]["queue_position"] == 1
     queue = {r["id"]: r["queue_position"] for r in get_json(url + "api/runs")[1]["runs"]}
     assert (queue[long_run], queue[diverging], queue[waiting]) == (None, 1, 2)
+    status, body = post(url + "api/runs", PAIR + [("iterations", "2")])
+    assert status == 503 and body["error"].startswith("the queue is full (2 runs waiting)")
     assert get_json(f"{url}api/runs/{waiting}", "DELETE")[1]["status"] == "cancelled"  # queued: at once
     get_json(f"{url}api/runs/{long_run}", "DELETE")
     stopped = wait(url, long_run, lambda s: s["status"] != "running", timeout=30)

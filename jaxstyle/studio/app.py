@@ -47,6 +47,10 @@ class TooLarge(FieldError):
     status = 413
 
 
+class QueueFull(FieldError):
+    status = 503
+
+
 def _listing(directory, suffixes) -> dict[str, str]:
     """name -> path of the files in ``directory`` with one of ``suffixes`` (requests choose by name)."""
     try:
@@ -266,6 +270,9 @@ async def example(request: web.Request) -> web.Response:
 
 async def create_run(request: web.Request) -> web.Response:
     studio: Studio = request.app[STUDIO]
+    if request.app[RUNNER].waiting() >= studio.limits.max_queued:
+        raise QueueFull(f"the queue is full ({studio.limits.max_queued} runs waiting) — wait for some to finish, "
+                        "or cancel some")
     parts = await read_form(request, studio.limits)
     run = await asyncio.to_thread(build_run, studio, parts)
     request.app[RUNNER].submit(run)

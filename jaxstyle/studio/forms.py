@@ -37,6 +37,7 @@ class Limits:
     max_pixels: int = 16_000_000  # an uploaded image, read from its header before decoding
     max_image_size: int = 1024  # the longest output side a run may ask for
     max_styles: int = 4
+    max_queued: int = 16  # runs waiting (each holds its decoded images until it ends)
 
 
 class FieldError(UsageError):

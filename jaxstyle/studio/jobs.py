@@ -15,6 +15,7 @@ import collections
 import dataclasses
 import io
 import itertools
+import shlex
 import sys
 import threading
 import time
@@ -109,7 +110,7 @@ class Run:
         weights = self.weights if self.weights == weights_lib.RANDOM else f"weights/{self.weights}"
         return {"format": "jaxstyle-studio-settings-1", "config": dataclasses.asdict(self.config),
                 "weights": weights, **self.inputs, "sweep": {k: list(v) for k, v in self.axes.items()},
-                "command": " ".join(command(self, weights))}
+                "command": shlex.join(command(self, weights))}
 
 
 def command(run: Run, weights: str) -> list[str]:
@@ -153,6 +154,10 @@ class Runner:
 
     # -------------------------------------------------------------------------------------------- the queue
 
+    def waiting(self) -> int:
+        with self.lock:
+            return sum(r.status == "queued" for r in self.runs.values())
+
     def submit(self, run: Run) -> Run:
         with self._wake:
             self.runs[run.id] = run
@@ -195,9 +200,10 @@ class Runner:
         """Change a run (under the lock): every change bumps its version, which the event stream watches."""
         for k, v in changes.items():
             setattr(run, k, v)
-        if cells is None:  # the run ended: cells that did not finish end with it
+        if cells is None:  # the run ended: cells that did not finish end with it, and its inputs are let go
             for c in run.cells:
                 c.status = run.status if c.status in ("queued", "running") else c.status
+            run.content, run.styles = None, []
         run.version += 1
 
     def _next(self) -> Run | None:
