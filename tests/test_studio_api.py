@@ -15,16 +15,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-pytest.importorskip("aiohttp", reason="the studio extra (pip install 'jaxstyle[studio]') is part of the test extra")
+from jaxstyle import fast
+from jaxstyle.cli import build_parser, main, options
+from jaxstyle.gatys.config import StyleConfig
+from jaxstyle.studio.app import make_app
+from jaxstyle.studio.forms import Limits
+from jaxstyle.studio.server import Background
 
-from jaxstyle import fast  # noqa: E402
-from jaxstyle.cli import build_parser, main, options  # noqa: E402
-from jaxstyle.gatys.config import StyleConfig  # noqa: E402
-from jaxstyle.studio.app import make_app  # noqa: E402
-from jaxstyle.studio.forms import Limits  # noqa: E402
-from jaxstyle.studio.server import Background  # noqa: E402
-
-from studio_client import events, get_json, post, request, request_multipart  # noqa: E402
+from studio_client import events, get_json, post, request, request_multipart
 
 EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "images")
 PAIR = [("content_example", "chelsea.jpg"), ("style_example", "starry_night.jpg"), ("image_size", "64")]
