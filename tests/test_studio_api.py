@@ -186,7 +186,9 @@ def test_a_sweep_fills_its_grid(server):
     cells = [png_of(request(f"{url}api/runs/{created['id']}/image?cell={k}")[2]) for k in range(4)]
     assert cells[0].shape == (43, 64, 3) and not np.array_equal(cells[0], cells[2])  # one row from the other
     assert get_json(f"{url}api/runs/{created['id']}/image?cell=7")[0] == 404
-    assert "jaxstyle sweep" in get_json(f"{url}api/runs/{created['id']}/settings")[1]["command"]
+    command = shlex.split(get_json(f"{url}api/runs/{created['id']}/settings")[1]["command"])
+    args = build_parser().parse_args(command[1:])  # the same grid on the command line
+    assert command[:2] == ["jaxstyle", "sweep"] and (args.style_weight, args.tv_weight) == ([0, 1000], [0, 10])
 
 
 def test_a_fast_style_model_applies_to_an_upload(server):

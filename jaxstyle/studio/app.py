@@ -318,7 +318,8 @@ async def run_image(request: web.Request) -> web.Response:
 async def run_settings(request: web.Request) -> web.Response:
     """The run's settings as a JSON file: the config in field names and the equivalent command line."""
     run = _run(request)
-    return web.Response(text=json.dumps(run.settings(), indent=1) + "\n", content_type="application/json",
+    weights = request.app[STUDIO].weights().get(run.weights, run.weights)  # its path, as the server was given it
+    return web.Response(text=json.dumps(run.settings(weights), indent=1) + "\n", content_type="application/json",
                         headers={"Content-Disposition": f'attachment; filename="jaxstyle-{run.id}.json"'})
 
 

@@ -138,8 +138,10 @@ def load_upload(field: str, filename: str, path: str, max_pixels: int | None):
         raise FieldError(f"{filename or field}: {e.problem}" + (f" — {e.fix}" if e.fix else ""), field) from None
 
 
-def command_line(config: StyleConfig, content: str | None, styles: list[str], weights: str) -> list[str]:
-    """The ``jaxstyle stylize`` arguments of this run: every field that differs from StyleConfig's default."""
+def command_line(config: StyleConfig, content: str | None, styles: list[str], weights: str,
+                 skip=()) -> list[str]:
+    """The ``jaxstyle stylize`` arguments of this run: every field that differs from StyleConfig's default
+    (``skip``: fields given otherwise, a sweep's)."""
     args = ["jaxstyle", "stylize"]
     if content:
         args += ["--content", content]
@@ -148,7 +150,7 @@ def command_line(config: StyleConfig, content: str | None, styles: list[str], we
     args += ["--weights", weights, "-o", "out.png"]
     for f in dataclasses.fields(StyleConfig):
         value = getattr(config, f.name)
-        if value != f.default:
+        if value != f.default and f.name not in skip:
             shown = options.ORIGINAL if value is None and f.name == "image_size" else options.show(value)
             args += [options.flag(f.name), _number(shown)]
     return args

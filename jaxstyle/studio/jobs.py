@@ -32,7 +32,7 @@ from ..gatys.config import StyleConfig
 from ..gatys.run import run_stylize
 from ..gatys.sweep import stylize_many
 from ..io.target_cache import TargetCache
-from ..nets import weights as weights_lib
+from .forms import command_line
 
 FINAL = ("done", "failed", "cancelled")
 TERMS = ("content", "style", "tv", "total")
@@ -105,18 +105,18 @@ class Run:
                 "cells": [{"settings": c.settings, "label": c.label, "status": c.status, "terms": c.terms,
                            "has_image": c.image is not None} for c in self.cells]}
 
-    def settings(self) -> dict:
-        """The run's settings file: the whole config in field names and the equivalent command line."""
-        weights = self.weights if self.weights == weights_lib.RANDOM else f"weights/{self.weights}"
+    def settings(self, weights: str) -> dict:
+        """The run's settings file: the whole config in field names and the equivalent command line
+        (``weights``: the path of its weights file as the server was given it, or "random")."""
         return {"format": "jaxstyle-studio-settings-1", "config": dataclasses.asdict(self.config),
                 "weights": weights, **self.inputs, "sweep": {k: list(v) for k, v in self.axes.items()},
                 "command": shlex.join(command(self, weights))}
 
 
 def command(run: Run, weights: str) -> list[str]:
-    from .forms import command_line  # noqa: PLC0415 -- forms imports the image reader; keep jobs light
-
-    args = command_line(run.config, run.inputs.get("content"), run.inputs.get("styles", []), weights)
+    """The ``jaxstyle stylize`` (a sweep: ``jaxstyle sweep``) command line of ``run``."""
+    args = command_line(run.config, run.inputs.get("content"), run.inputs.get("styles", []), weights,
+                        skip=tuple(run.axes))
     if run.axes:  # the same grid on the command line: jaxstyle sweep takes comma lists
         args[1] = "sweep"
         args[args.index("-o") + 1] = "out/sweep"
