@@ -154,7 +154,9 @@ def test_queue_cancel_and_a_failed_run_leave_the_server_working(server):
     url, *_ = server
     long_run = post(url + "api/runs", PAIR + [("iterations", "50")])[1]["id"]  # progress every 2 iterations
     diverging = post(url + "api/runs", PAIR + [("iterations", "4"), ("style_weight", "1e38")])[1]["id"]
-    waiting = post(url + "api/runs", PAIR + [("iterations", "50")])[1]["id"]
+    upload = io.BytesIO()
+    Image.fromarray(np.full((40, 40, 3), 200, np.uint8)).save(upload, format="PNG")
+    waiting = post(url + "api/runs", PAIR + [("iterations", "50")], [("style", "mine.png", upload.getvalue())])[1]["id"]
     wait(url, long_run, lambda s: s["iteration"] > 0)
     assert get_json(f"{url}api/runs/{diverging}")[1]["queue_position"] == 1
     queue = {r["id"]: r["queue_position"] for r in get_json(url + "api/runs")[1]["runs"]}
@@ -162,6 +164,8 @@ def test_queue_cancel_and_a_failed_run_leave_the_server_working(server):
     status, body = post(url + "api/runs", PAIR + [("iterations", "2")])
     assert status == 503 and body["error"].startswith("the queue is full (2 runs waiting)")
     assert get_json(f"{url}api/runs/{waiting}", "DELETE")[1]["status"] == "cancelled"  # queued: at once
+    settings = get_json(f"{url}api/runs/{waiting}/settings")[1]  # styles in the request's order (blend weights)
+    assert settings["styles"] == ["examples/images/starry_night.jpg", "mine.png"]
     get_json(f"{url}api/runs/{long_run}", "DELETE")
     stopped = wait(url, long_run, lambda s: s["status"] != "running", timeout=30)
     assert stopped["status"] == "cancelled" and 0 < stopped["iteration"] < 50 and stopped["has_image"]

@@ -160,7 +160,7 @@ def build_run(studio: Studio, parts) -> Run:
     config = forms.config_from_fields(fields, studio.limits.max_image_size)
     weights = fields.get("weights", "").strip() or studio.default_weights()
     _pick(studio.weights(), weights, "weights", "converted weights file in the weights directory")
-    content, styles = _sources(studio, parts, text)
+    content, styles = _sources(studio, parts)  # after _text: the fields are UTF-8
     if len(styles) > studio.limits.max_styles:
         raise FieldError(f"style: at most {studio.limits.max_styles} style images, not {len(styles)}", "style")
     forms.check_inputs(config, content, styles)
@@ -171,8 +171,9 @@ def build_run(studio: Studio, parts) -> Run:
     return Run(config, arrays[0], arrays[1:], weights, names, axes, id=run_id)
 
 
-def _sources(studio: Studio, parts, text):
-    """The content and style images chosen: ``(field, name shown, path of an example or the upload's bytes)``."""
+def _sources(studio: Studio, parts):
+    """The content and style images chosen, uploads and examples in the order the request gives them (blend
+    weights follow that order): ``(field, name shown, path of an example or the upload's bytes)``."""
     examples = studio.examples()
     sources = {"content": [], "style": []}
     for name, filename, data in parts:
@@ -181,11 +182,10 @@ def _sources(studio: Studio, parts, text):
                 raise FieldError(f"{name}: unexpected file field — upload images as content or style", name)
             forms.sniff(name, filename, data)
             sources[name].append((name, os.path.basename(filename) or name, data))
-    for field in ("content", "style"):
-        for example in text.get(f"{field}_example", []):
-            if example.strip():
-                path = _pick(examples, example.strip(), f"{field}_example", "bundled example")
-                sources[field].append((field, f"examples/images/{example.strip()}", path))
+        elif name in ("content_example", "style_example") and data.strip():
+            example, field = data.decode("utf-8").strip(), name.removesuffix("_example")
+            path = _pick(examples, example, name, "bundled example")
+            sources[field].append((field, f"examples/images/{example}", path))
     if len(sources["content"]) > 1:
         raise FieldError("content: give one content image (an upload or an example), not "
                          f"{len(sources['content'])}", "content")
