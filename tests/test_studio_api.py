@@ -208,3 +208,10 @@ def test_a_fast_style_model_applies_to_an_upload(server):
     assert np.abs(png_of(data).astype(float) - expected).max() <= 1
     status, body = post(url + "api/fast", [("model", "../tiny.npz")], [("image", "photo.png", upload.getvalue())])
     assert (status, body["field"]) == (400, "model")
+
+
+def test_only_loopback_addresses_count_as_private():
+    from jaxstyle.studio.server import is_loopback
+
+    assert all(map(is_loopback, ("127.0.0.1", "127.3.4.5", "::1", "localhost")))
+    assert not any(map(is_loopback, ("0.0.0.0", "::", "192.168.1.20", "10.0.0.1", "studio.example")))
