@@ -42,6 +42,8 @@ def register(subparsers) -> argparse.ArgumentParser:
                         help="largest uploaded image in pixels, read from its header (default: %(default)s)")
     parser.add_argument("--max-image-size", type=options.integer, default=limits.max_image_size, metavar="PX",
                         help="largest output long side a run may ask for (default: %(default)s)")
+    parser.add_argument("--sweep-batch", type=options.integer, metavar="N", help="sweep runs per vmapped "
+                        "optimisation (default: a row of the grid on GPU/TPU, 1 on CPU; see docs/studio.md)")
     parser.set_defaults(execute=execute)
     return parser
 
@@ -62,6 +64,8 @@ def execute(args) -> int:
         raise UsageError(f"--port must be from 0 to 65535, not {args.port}")
     if args.max_upload_mb <= 0 or args.max_pixels <= 0 or args.max_image_size < 16:
         raise UsageError("--max-upload-mb and --max-pixels must be > 0 and --max-image-size >= 16")
+    if args.sweep_batch is not None and args.sweep_batch < 1:
+        raise UsageError(f"--sweep-batch must be >= 1, not {args.sweep_batch}")
     if not is_loopback(args.host):
         print(f"warning: --host {args.host} exposes the studio beyond this machine: anyone who reaches the port "
               "can run jobs on it and upload images; there is no authentication", file=sys.stderr)
@@ -69,7 +73,8 @@ def execute(args) -> int:
     upload = int(args.max_upload_mb * 2**20)
     limits = Limits(max_upload_bytes=upload, max_request_bytes=max(upload * 3, Limits().max_request_bytes),
                     max_pixels=args.max_pixels, max_image_size=args.max_image_size)
-    app = make_app(args.weights_dir, args.models_dir, limits, target_cache=TargetCache.from_env())
+    app = make_app(args.weights_dir, args.models_dir, limits, target_cache=TargetCache.from_env(),
+                   sweep_batch=args.sweep_batch)
     try:
         serve_forever(app, args.host, args.port,
                       on_ready=lambda url: print(f"jaxstyle studio: {url}  (Ctrl-C stops it)", flush=True),

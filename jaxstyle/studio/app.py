@@ -402,14 +402,15 @@ async def json_errors(request: web.Request, handler):
 
 def make_app(weights_dir: str = "weights", models_dir: str = "models", limits: Limits = Limits(),
              run_dir: str | None = None, target_cache: TargetCache | None = None,
-             examples_dir: str | None = None) -> web.Application:
+             examples_dir: str | None = None, sweep_batch: int | None = None) -> web.Application:
     """The studio. ``run_dir``: where its own run directory is made (default: the system's temp directory);
-    removed, with every file in it, when the app stops."""
+    removed, with every file in it, when the app stops. ``sweep_batch``: sweep runs per vmapped optimisation
+    (default: :func:`jaxstyle.studio.jobs.sweep_batch_default`)."""
     studio = Studio(weights_dir, models_dir, limits, tempfile.mkdtemp(prefix="jaxstyle-studio-", dir=run_dir),
                     examples_dir or str(EXAMPLES))
     app = web.Application(middlewares=[json_errors], client_max_size=limits.max_request_bytes)
     app[STUDIO] = studio
-    app[RUNNER] = Runner(studio.load_vgg, target_cache)
+    app[RUNNER] = Runner(studio.load_vgg, target_cache, sweep_batch=sweep_batch)
     app.router.add_get("/", index)
     app.router.add_static("/static/", STATIC, follow_symlinks=False)
     app.router.add_get("/api/options", get_options)

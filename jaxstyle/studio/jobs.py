@@ -303,12 +303,12 @@ class Runner:
 
 
 def sweep_batch_default(width: int) -> int:
-    """Sweep runs per optimisation: a row of the grid on a GPU/TPU (one vmapped program, the batch is where the
-    device's throughput is); one run at a time on CPU, where a vmapped run costs about as much per image as a
-    single one (0.83-0.89 of it, docs/sweep.md) but would compile programs of its own (about 20 s on the loaded
-    2-core test machine, more than the batching saves on a small grid) and where a cell at a time fills the grid
-    sooner. A sweep of one run is the single-run program itself (jaxstyle.gatys.sweep), already compiled by an
-    earlier run of the same shapes."""
+    """Sweep runs per optimisation: a row of the grid on a GPU/TPU (one vmapped program: the batch is where the
+    device's throughput is); one run at a time on CPU, where a vmapped run costs 0.86-0.89 of a single one per
+    image (docs/sweep.md), a saving that outweighs compiling the vmapped programs (about 20 s on the loaded
+    2-core test machine) only for long sweeps, and where a cell at a time fills the grid soonest. A sweep of one
+    run is the single-run program itself (jaxstyle.gatys.sweep), already compiled by an earlier run of the same
+    shapes. ``jaxstyle serve --sweep-batch`` overrides it."""
     import jax  # noqa: PLC0415 -- the backend is known once jax is imported, as it is by the drivers
 
     return width if jax.default_backend() != "cpu" else 1
