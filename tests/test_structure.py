@@ -23,6 +23,8 @@ LAYERS = {
     "jaxstyle.errors": 0, "jaxstyle.atomic": 0, "jaxstyle._version": 0,
     "jaxstyle.nets": 1, "jaxstyle.objective": 2, "jaxstyle.colour": 2, "jaxstyle.optim": 3, "jaxstyle.gatys": 4,
     "jaxstyle.io": 5, "jaxstyle.cli": 6, "jaxstyle": 7,
+    # The web studio is a front end beside the CLI (it shares the CLI's option table and messages).
+    "jaxstyle.studio": 6,
     # The fast method: its network, losses, train step and inference are a method (as gatys); the modules that
     # read and write files (the data stream, model files, checkpoints, the training session) are its I/O.
     "jaxstyle.fast": 4, "jaxstyle.fast.data": 5, "jaxstyle.fast.model_file": 5, "jaxstyle.fast.checkpoints": 5,

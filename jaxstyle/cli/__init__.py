@@ -17,7 +17,7 @@ from ..errors import EXIT_INTERRUPTED, ConfigError, JaxstyleError
 from .options import flag
 
 # name -> module in jaxstyle.cli; order is the order in --help.
-SUBCOMMANDS = ("stylize", "sweep", "convert", "download", "features", "train", "apply", "export")
+SUBCOMMANDS = ("stylize", "sweep", "convert", "download", "features", "train", "apply", "export", "serve")
 
 
 class OneLineArgumentParser(argparse.ArgumentParser):
