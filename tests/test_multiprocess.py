@@ -25,7 +25,7 @@ from PIL import Image
 
 from jaxstyle import fast
 from jaxstyle.cli import main
-from jaxstyle.cli.distributed import EXIT_PEER
+from jaxstyle.errors import EXIT_PEER
 from jaxstyle.fast.data import ImageStream, list_images
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

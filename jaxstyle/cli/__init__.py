@@ -14,7 +14,7 @@ import sys
 import traceback
 import warnings
 
-from ..errors import EXIT_INTERRUPTED, ConfigError, JaxstyleError
+from ..errors import EXIT_INTERRUPTED, EXIT_PEER, ConfigError, JaxstyleError
 from . import distributed
 from .options import flag
 
@@ -78,7 +78,7 @@ def main(argv=None) -> int:
             raise
         if distributed.is_peer_failure(e):
             print(distributed.peer_failure(args, " ".join(str(e).split())[:160]), file=sys.stderr)
-            code = distributed.EXIT_PEER
+            code = EXIT_PEER
         else:
             traceback.print_exc()
             code = 1

@@ -23,11 +23,10 @@ import subprocess
 import sys
 import time
 
-from ..errors import UsageError
+from ..errors import EXIT_PEER, UsageError
 
 WORKER_ENV = "JAXSTYLE_DISTRIBUTED_WORKER"  # set in the supervised child
 SUPERVISOR_ENV = "JAXSTYLE_DISTRIBUTED_SUPERVISOR"  # its supervisor's process id
-EXIT_PEER = 5  # another process of the job stopped (documented in docs/multiprocess.md)
 HEARTBEAT_TIMEOUT = 100  # seconds: JAX's default
 INIT_TIMEOUT = 300  # seconds every process waits for the others at the start: JAX's default
 # The coordination service's fatal message (jaxlib's client.h), and the C++ log lines that precede it.

@@ -47,7 +47,8 @@ examples:
 The optimiser defaults to {sweep.SWEEP_OPTIMIZER} here (one loss evaluation per iteration per run; L-BFGS
 with line search costs ~3x under vmap, see docs/sweep.md).
 exit status: 0 ok, 2 bad option or output path, 3 unreadable input or weights, 4 a run's loss became
-non-finite (its last good image is still written), 130 interrupted (last images written)."""
+non-finite (its last good image is still written), 5 another process of a multi-process job stopped
+(docs/multiprocess.md), 130 interrupted (last images written)."""
 
 SWEPT = tuple(SWEEPABLE)
 # Short names for file names and labels, in the order they appear there.

@@ -31,7 +31,11 @@ examples:
   jaxstyle train --style a.jpg b.jpg --dataset photos/ --image-size 128 --steps 2000 -o models/ab.npz
   jaxstyle train --resume -o models/starry.npz
 
-exit status: 0 ok, 2 bad option, 3 unreadable input, weights or dataset, 130 interrupted (a checkpoint is saved)."""
+several processes (data parallel over every device of every process; process 0 writes; docs/multiprocess.md):
+  jaxstyle train ... --coordinator 10.0.0.1:12345 --num-processes 2 --process-id 0   # and 1 on the other host
+
+exit status: 0 ok, 2 bad option, 3 unreadable input, weights or dataset, 5 another process of a multi-process
+job stopped, 130 interrupted (a checkpoint is saved; with several processes, the last periodic one stands)."""
 
 LABELS = {"arch": "loss network (VGG architecture)", "content_layers": "content layers (comma-separated)",
           "style_layers": "style layers (comma-separated)", "content_weight": "weight of the feature loss",
