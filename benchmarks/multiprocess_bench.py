@@ -92,7 +92,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as work:
         rng = np.random.default_rng(0)
         for name in ("c.png", "s.png"):
-            Image.fromarray((rng.random((args.size, args.size, 3)) * 255).astype(np.uint8)).save(os.path.join(work, name))
+            pixels = (rng.random((args.size, args.size, 3)) * 255).astype(np.uint8)
+            Image.fromarray(pixels).save(os.path.join(work, name))
         one, two = [], []
         for r in range(args.repeats):
             one.append(one_process(work, args, f"one{r}"))

@@ -21,6 +21,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 from ..errors import EXIT_PEER, UsageError
@@ -152,12 +153,22 @@ def die_with_supervisor() -> None:
         os._exit(EXIT_PEER)  # the supervisor died before prctl took effect
 
 
+def _copy_stdout(stream) -> None:
+    for line in stream:  # gloo announces its connections on stdout: dropped
+        if not _NOISE.match(line):
+            sys.stdout.write(line)
+            sys.stdout.flush()
+
+
 def supervise(argv: list[str], args) -> int:
     """Run ``jaxstyle ARGV`` as the supervised child; return its exit status, one line if its peers failed."""
     code = "import sys; from jaxstyle.cli import main; sys.exit(main(sys.argv[1:]))"
     env = {**os.environ, WORKER_ENV: "1", SUPERVISOR_ENV: str(os.getpid())}
-    child = subprocess.Popen([sys.executable, "-c", code, *argv], env=env, stderr=subprocess.PIPE, text=True,
-                             errors="replace", bufsize=1, start_new_session=True)  # its own session: the terminal's Ctrl-C is forwarded once
+    child = subprocess.Popen([sys.executable, "-c", code, *argv], env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, errors="replace", bufsize=1,
+                             start_new_session=True)  # its own session: the terminal's Ctrl-C is forwarded once
+    out = threading.Thread(target=_copy_stdout, args=(child.stdout,), daemon=True)
+    out.start()
     # C++ log lines are held back a moment: the lines before the fatal one come in the same burst.
     held, held_at, fatal, said = [], 0.0, False, False
     previous = signal.signal(signal.SIGINT, lambda *_: child.send_signal(signal.SIGINT))
@@ -176,6 +187,7 @@ def supervise(argv: list[str], args) -> int:
                 said = said or line.startswith("error: ")
                 sys.stderr.write(line)
         status = child.wait()
+        out.join(5)
     finally:
         signal.signal(signal.SIGINT, previous)
     if fatal:
