@@ -714,6 +714,29 @@ def _env_block(res):
             f"{tuple(round(v, 2) for v in res['loadavg_end'])}.\n\nCommand: `{res['command']}`\n")
 
 
+def _multiprocess_section() -> list[str]:
+    """Two processes vs one with the same devices (benchmarks/multiprocess_bench.py writes the JSON)."""
+    mp = _load("multiprocess_cpu")
+    if not mp:
+        return []
+    one, two = mp["one_process_4_devices_s_per_iter"], mp["two_processes_2x2_devices_s_per_iter"]
+    return [f"## Sweep over two processes vs one (K = {mp['k']}, {mp['size']}², 4 CPU devices either way)\n",
+            f"`python benchmarks/multiprocess_bench.py --size {mp['size']} --k {mp['k']} --iterations "
+            f"{mp['iterations']} --repeats {mp['repeats']}` ({mp['date']}; {mp['cpus']} CPUs, load average "
+            f"{mp['load_average'][0]:.1f} before, {mp['load_average'][1]:.1f} after). Seconds per iteration of all K "
+            "runs, from `--profile`'s steady-state step time (compilation excluded).\n",
+            "| setup | best s/iteration | every repetition |\n|---|---|---|",
+            f"| 1 process x 4 forced CPU devices | {min(one):.3f} | {', '.join(f'{t:.3f}' for t in one)} |",
+            f"| 2 processes x 2 forced CPU devices (gloo) | {min(two):.3f} | {', '.join(f'{t:.3f}' for t in two)} |",
+            f"\nTwo processes / one: **{mp['best_ratio_two_over_one']:.2f}**. All 4 devices share this machine's "
+            f"{mp['cpus']} cores either way, so the ratio is the multi-process path's overhead (two drivers, gloo "
+            "all-gathers of the per-run results and of the stop flag every chunk) plus how the operating system "
+            "shares the cores, never a gain from hardware (that needs more hosts). On a shared, oversubscribed "
+            "machine two processes (two XLA thread pools) get a larger share of the CPU time than one, which can "
+            "outweigh the overhead, as it may have here; a quiet machine was not available to separate the two. "
+            "Details: docs/multiprocess.md.\n"]
+
+
 def render() -> None:
     import matplotlib
 
@@ -975,6 +998,7 @@ def render() -> None:
                        f"({100 * bwd_t / med['torch_evaluation']:.0f} %).\n")
         out.append("PyTorch eager profile of one evaluation (self CPU time):\n\n```\n" + prof["torch_profile"]
                    + "\n```\n")
+    out.extend(_multiprocess_section())
     text = "\n".join(out)
     text = text.replace("\n## ", "\n\n## ").replace("\n\n\n## ", "\n\n## ")
     with open(DOC, "w") as f:

@@ -12,20 +12,23 @@ Two ways to keep the content's colours, both pure functions on float RGB images 
 from __future__ import annotations
 
 import jax.numpy as jnp
+import numpy as np
 
 COLOR_MATCH_METHODS = ("pca", "chol", "sym")
 
-# NTSC YIQ (the colour space used by Gatys et al. 2017).
-_RGB_TO_YIQ = jnp.array([[0.299, 0.587, 0.114], [0.595716, -0.274453, -0.321263], [0.211456, -0.522591, 0.311135]])
-_YIQ_TO_RGB = jnp.linalg.inv(_RGB_TO_YIQ)
+# NTSC YIQ (the colour space used by Gatys et al. 2017). numpy constants: importing jaxstyle must not start a
+# JAX backend (jax.distributed.initialize has to come first in a multi-process run).
+_RGB_TO_YIQ = np.array([[0.299, 0.587, 0.114], [0.595716, -0.274453, -0.321263], [0.211456, -0.522591, 0.311135]],
+                       np.float32)
+_YIQ_TO_RGB = np.linalg.inv(_RGB_TO_YIQ)
 
 
 def rgb_to_yiq(image):
-    return image @ _RGB_TO_YIQ.T
+    return jnp.matmul(image, _RGB_TO_YIQ.T)
 
 
 def yiq_to_rgb(image):
-    return image @ _YIQ_TO_RGB.T
+    return jnp.matmul(image, _YIQ_TO_RGB.T)
 
 
 def luminance(image):

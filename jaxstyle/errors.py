@@ -17,6 +17,7 @@ EXIT_OK = 0
 EXIT_USAGE = 2  # the command line or an option value is wrong
 EXIT_DATA = 3  # an input file (image, weights, checkpoint) is missing, unreadable or invalid
 EXIT_NONFINITE = 4  # the optimisation produced a non-finite loss; the last finite image was kept
+EXIT_PEER = 5  # several processes: another process of the job stopped or stopped answering
 EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT), after writing the last good image
 
 # What zipfile/numpy raise on damaged .npz archives besides ValueError (found by tests/test_fuzz.py): unsupported

@@ -11,9 +11,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import traceback
 import warnings
 
-from ..errors import EXIT_INTERRUPTED, ConfigError, JaxstyleError
+from ..errors import EXIT_INTERRUPTED, EXIT_PEER, ConfigError, JaxstyleError
+from . import distributed
 from .options import flag
 
 # name -> module in jaxstyle.cli; order is the order in --help.
@@ -51,19 +53,38 @@ def run_subcommand(name: str, argv=None) -> int:
 
 def main(argv=None) -> int:
     warnings.showwarning = _show_warning
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
+    several = False
     try:
-        return int(args.execute(args) or 0)
+        several = distributed.requested(args)
+        if several and not distributed.in_worker():
+            return distributed.supervise(argv, args)  # the work runs in a supervised child (see distributed)
+        if several:
+            distributed.initialize(args)
+        return int(args.execute(args) or 0)  # a status every process agreed on: the normal shutdown follows
     except ConfigError as e:  # the library names the field (style_weight); the command line knows --style-weight
         print(f"error: {e.renamed(flag)}", file=sys.stderr)
-        return e.exit_code
+        code = e.exit_code
     except JaxstyleError as e:
         print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
+        code = e.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        code = EXIT_INTERRUPTED
+    except Exception as e:  # in a worker: a peer gone, or a bug; either way it must leave at once (see below)
+        if not several:
+            raise
+        if distributed.is_peer_failure(e):
+            print(distributed.peer_failure(args, " ".join(str(e).split())[:160]), file=sys.stderr)
+            code = EXIT_PEER
+        else:
+            traceback.print_exc()
+            code = 1
+    if several and distributed.in_worker():
+        distributed.leave(code)  # this process alone failed: the others must not wait for it at the shutdown
+    return code
 
 
 if __name__ == "__main__":

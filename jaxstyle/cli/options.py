@@ -120,6 +120,12 @@ CONFIG_OPTIONS = {
 assert set(CONFIG_OPTIONS) == set(DEFAULTS), "every StyleConfig field needs exactly one CLI option"
 
 
+def add_profile(parser) -> None:
+    """``--profile DIR`` (stylize, sweep, train): see :mod:`jaxstyle.io.profiling`."""
+    parser.add_argument("--profile", metavar="DIR", help="write a jax.profiler trace of a few steady-state steps "
+                        "to DIR (TensorBoard or Perfetto) and report compile time, step time and FLOP/s")
+
+
 def _one_line_error(parser: argparse.ArgumentParser, message: str):
     """argparse errors as one line (``error: ...``) and exit status 2, like every other usage error."""
     parser.exit(2, f"error: {' '.join(message.split())} (see {parser.prog} --help)\n")

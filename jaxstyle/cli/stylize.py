@@ -18,7 +18,8 @@ import numpy as np
 
 from ..errors import EXIT_INTERRUPTED, EXIT_NONFINITE, NonFiniteLossError
 from ..gatys.run import run_stylize
-from ..io import compilation_cache, images, report
+from ..gatys.cost import evaluation_flops
+from ..io import compilation_cache, images, profiling, report
 from ..io.target_cache import TargetCache
 from ..nets import vgg
 from . import checkpointing, options
@@ -99,6 +100,7 @@ def register(subparsers) -> argparse.ArgumentParser:
                      help="recompute the content/style targets instead of reusing those stored by an earlier run "
                           "on the same images and network ($JAXSTYLE_TARGET_CACHE, default "
                           "~/.cache/jaxstyle/targets; =off disables)")
+    options.add_profile(rep)
 
     ck = parser.add_argument_group("checkpoints and resuming")
     ck.add_argument("--checkpoint-every", type=options.integer, metavar="N", default=None,
@@ -166,11 +168,18 @@ def execute(args) -> int:
         monitor.checkpoint = lambda state, history: checkpointing.save(p.checkpoint, state, history,
                                                                         {**base, "monitor": monitor.state()})
     cache = None if getattr(args, "no_target_cache", False) else TargetCache.from_env()
+    profile = profiling.Profile(args.profile) if args.profile else None
+    callback = monitor if profile is None else lambda pr: (monitor(pr), profile(pr.iteration))
     with StopRequest() as stop:
-        result = run_stylize(content, styles, model, p.config, chunk=p.chunk, callback=monitor, init=init,
+        result = run_stylize(content, styles, model, p.config, chunk=p.chunk, callback=callback, init=init,
                              resume=resumed, history=(description or {}).get("history", ()), should_stop=stop,
                              target_cache=cache)
     monitor.finish(result)
+    if profile is not None:
+        profile.stop()
+        per_iteration = result.evaluations / max(result.iterations, 1)  # lbfgs's line search evaluates more
+        profile.flops_per_step = (evaluation_flops(content, styles, model, p.config) or 0) * per_iteration or None
+        print(profiling.summary(profile.write(), args.profile), file=sys.stderr)
     return _finish(p, result, monitor, args.quiet)
 
 

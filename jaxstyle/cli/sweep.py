@@ -22,10 +22,11 @@ from ..atomic import atomic_write
 from ..errors import EXIT_INTERRUPTED, EXIT_NONFINITE, UsageError
 from ..gatys import sweep
 from ..gatys.config import INITS, SWEEPABLE, StyleConfig
-from ..io import compilation_cache, images
+from ..gatys.cost import evaluation_flops
+from ..io import compilation_cache, images, profiling
 from ..io.target_cache import TargetCache
 from ..nets import weights as weights_lib
-from . import options
+from . import distributed, options
 from .interrupt import StopRequest
 
 HELP = "many stylizations at once: a grid (or --zip) of weights and seeds, vmapped and sharded over devices"
@@ -46,7 +47,8 @@ examples:
 The optimiser defaults to {sweep.SWEEP_OPTIMIZER} here (one loss evaluation per iteration per run; L-BFGS
 with line search costs ~3x under vmap, see docs/sweep.md).
 exit status: 0 ok, 2 bad option or output path, 3 unreadable input or weights, 4 a run's loss became
-non-finite (its last good image is still written), 130 interrupted (last images written)."""
+non-finite (its last good image is still written), 5 another process of a multi-process job stopped
+(docs/multiprocess.md), 130 interrupted (last images written)."""
 
 SWEPT = tuple(SWEEPABLE)
 # Short names for file names and labels, in the order they appear there.
@@ -107,6 +109,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines or summary")
     parser.add_argument("--no-target-cache", action="store_true",
                         help="recompute the content/style targets instead of reusing stored ones (see stylize)")
+    options.add_profile(parser)
+    distributed.add_options(parser)
     parser.set_defaults(execute=execute)
     return parser
 
@@ -222,16 +226,38 @@ def execute(args) -> int:
     model = load_vgg(p.weights, pooling=p.config.pooling)
     config = p.config
 
+    writer = distributed.is_writer()  # process 0 alone prints and writes; every process computes
+    profile = profiling.Profile(args.profile) if args.profile else None
+
     def progress(pr: sweep.SweepProgress) -> None:
-        if not args.quiet:
+        if profile is not None:
+            profile(pr.iteration)
+        if writer and not args.quiet:
             total = pr.terms["total"]
             print(f"iteration {pr.iteration}/{pr.iterations}  total loss min {np.nanmin(total):.4g} max "
                   f"{np.nanmax(total):.4g}  ({pr.seconds:.1f} s)", file=sys.stderr)
 
     with StopRequest() as stop:
         result = sweep.stylize_many(content, styles, settings_of(p.runs), model=model, config=config,
-                                    chunk=p.chunk, callback=progress, should_stop=stop,
+                                    chunk=p.chunk, callback=progress,
+                                    should_stop=lambda: distributed.any_process(stop()),
                                     target_cache=None if args.no_target_cache else TargetCache.from_env())
+    if profile is not None:
+        profile.stop()
+        per_iteration = result.evaluations.sum() / max(int(result.iterations.max()), 1)  # all K runs together
+        profile.flops_per_step = (evaluation_flops(content, styles, model, config) or 0) * per_iteration or None
+        report = profile.write()
+        if writer:
+            print(profiling.summary(report, args.profile), file=sys.stderr)
+    if writer:
+        _write(p, result, model, config)
+    return _status(args, p, result, writer)
+
+
+def _write(p: Plan, result: sweep.SweepResult, model, config) -> None:
+    """The images, the contact sheet and sweep.json (process 0)."""
+    import jax
+
     # Only now, with results in hand: a command that fails on any input or setting leaves nothing behind.
     os.makedirs(p.outdir, exist_ok=True)
     for path, image in zip(p.paths, result.images):
@@ -242,7 +268,8 @@ def execute(args) -> int:
     report = {
         "content": p.content, "styles": p.styles, "weights": model.source,
         "config": {k: v for k, v in dataclasses.asdict(config).items() if k not in SWEPT},
-        "devices": int(result.mesh.size), "padding_runs": int(result.padded), "seconds": result.seconds,
+        "devices": int(result.mesh.size), "processes": jax.process_count(), "padding_runs": int(result.padded),
+        "seconds": result.seconds,
         "runs": [{
             "image": os.path.basename(path), "label": label,
             "settings": {k: np.asarray(v[i]).tolist() for k, v in result.settings.items()},
@@ -254,16 +281,22 @@ def execute(args) -> int:
     with atomic_write(p.report, "w") as f:
         json.dump(report, f, indent=1, default=str)
         f.write("\n")
+
+
+def _status(args, p: Plan, result: sweep.SweepResult, writer: bool) -> int:
+    """The exit status (the same on every process: the results are); process 0 says why."""
+    quiet = args.quiet or not writer
     bad = [i for i, s in enumerate(result.status) if s == "nonfinite"]
-    for i in bad:
+    for i in bad if writer else ():
         print(f"error: {os.path.basename(p.paths[i])}: loss became non-finite after {result.iterations[i]} "
               "iterations; kept its last good image — lower its weights", file=sys.stderr)
     if "interrupted" in result.status:
-        print(f"interrupted; wrote the last good images to {p.outdir}", file=sys.stderr)
+        if writer:
+            print(f"interrupted; wrote the last good images to {p.outdir}", file=sys.stderr)
         return EXIT_INTERRUPTED
     if bad:
         return EXIT_NONFINITE
-    if not args.quiet:
+    if not quiet:
         print(f"wrote {len(p.paths)} images, {REPORT} and {SHEET} to {p.outdir} in {result.seconds:.1f} s "
               f"({result.mesh.size} device{'s' * (result.mesh.size > 1)})")
     return 0

@@ -14,6 +14,7 @@ import os
 import sys
 
 from ..errors import UsageError
+from . import distributed, options
 
 HELP = "train a fast style network on a folder of images (Johnson et al. 2016)"
 DESCRIPTION = """\
@@ -30,7 +31,11 @@ examples:
   jaxstyle train --style a.jpg b.jpg --dataset photos/ --image-size 128 --steps 2000 -o models/ab.npz
   jaxstyle train --resume -o models/starry.npz
 
-exit status: 0 ok, 2 bad option, 3 unreadable input, weights or dataset, 130 interrupted (a checkpoint is saved)."""
+several processes (data parallel over every device of every process; process 0 writes; docs/multiprocess.md):
+  jaxstyle train ... --coordinator 10.0.0.1:12345 --num-processes 2 --process-id 0   # and 1 on the other host
+
+exit status: 0 ok, 2 bad option, 3 unreadable input, weights or dataset, 5 another process of a multi-process
+job stopped, 130 interrupted (a checkpoint is saved; with several processes, the last periodic one stands)."""
 
 LABELS = {"arch": "loss network (VGG architecture)", "content_layers": "content layers (comma-separated)",
           "style_layers": "style layers (comma-separated)", "content_weight": "weight of the feature loss",
@@ -82,6 +87,8 @@ def register(subparsers) -> argparse.ArgumentParser:
         shown = ",".join(f.default) if isinstance(f.default, tuple) else f.default
         hp.add_argument(flag, dest=f.name, type=kind, default=argparse.SUPPRESS,
                         help=f"{LABELS[f.name]} (default: {shown})")
+    options.add_profile(io)
+    distributed.add_options(parser)
     parser.set_defaults(execute=execute)
     return parser
 
@@ -106,6 +113,9 @@ def _check(args, given: dict) -> None:
 def execute(args) -> int:
     from ..fast import config as config_lib
     from ..fast import data, session
+    from ..io import compilation_cache, profiling
+
+    compilation_cache.enable()  # as stylize and sweep: a warm start (or a resumed run) skips XLA compilation
 
     names = {f.name for f in dataclasses.fields(config_lib.FastConfig)}
     given = {k: v for k, v in vars(args).items() if k in names}
@@ -122,11 +132,16 @@ def execute(args) -> int:
                        checkpoint_every=args.checkpoint_every, preview_every=args.preview_every,
                        preview=args.preview, workers=args.workers, resume=args.resume)
     bar = _Progress(args.quiet)
+    profile = profiling.Profile(args.profile) if args.profile else None
     try:
-        model = session.train(run_, config, steps=steps, progress=bar)
+        model = session.train(run_, config, steps=steps, progress=bar, profile=profile)
     finally:
         bar.close()
-    if not args.quiet:
+    if profile is not None:
+        report = profile.write()
+        if distributed.is_writer():
+            print(profiling.summary(report, args.profile), file=sys.stderr)
+    if not args.quiet and distributed.is_writer():
         print(f"wrote {args.output} ({model.n_styles} style(s))", file=sys.stderr)
     return 0
 

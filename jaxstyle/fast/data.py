@@ -6,6 +6,12 @@ drawn from a generator seeded by ``(seed, g)``. An unreadable file is skipped (w
 next sample takes its place, so the stream is the same function of ``(files, seed)`` however it is consumed.
 The position (the next ``g``) is all a checkpoint needs to continue the stream exactly.
 
+Several processes (data parallelism over hosts) each read one share of every global batch: with ``share=(p, P)``
+and a local batch of ``b``, the process's ``j``-th sample is global sample ``(j // b) * b * P + p * b + j % b``,
+so process ``p`` holds rows ``p*b .. p*b+b-1`` of the global batch, which, with no unreadable file, is exactly the
+single-process batch. An unreadable file is replaced from the process's own share (the next of its samples), so
+the position (``j``, local) is then per process.
+
 Decoding uses Pillow, which releases the GIL, in a thread pool with a bounded look-ahead; JPEGs are decoded at
 reduced resolution (``Image.draft``) when they are much larger than the crop. Nothing is held in memory but the
 file list and the look-ahead window.
@@ -70,8 +76,9 @@ class ImageStream:
     """
 
     def __init__(self, files, size: int, batch_size: int, seed: int, position: int = 0, workers: int = 4,
-                 lookahead: int | None = None):
+                 lookahead: int | None = None, share: tuple[int, int] = (0, 1)):
         self.files, self.size, self.batch_size, self.seed = list(files), size, batch_size, seed
+        self.share = share  # (this process, processes): batch_size is this process's part of the global batch
         self.position, self.skipped = int(position), 0
         self._pool = concurrent.futures.ThreadPoolExecutor(max(1, workers), thread_name_prefix="jaxstyle-data")
         self._lookahead = lookahead or max(2 * batch_size, 4 * workers)
@@ -86,6 +93,11 @@ class ImageStream:
             self._perms = {epoch: np.random.default_rng([self.seed, epoch]).permutation(len(self.files))}
         return self.files[self._perms[epoch][i]]
 
+    def global_index(self, j: int) -> int:
+        """The global sample of this process's ``j``-th (see the module docstring)."""
+        p, n = self.share
+        return (j // self.batch_size) * self.batch_size * n + p * self.batch_size + j % self.batch_size
+
     def _load(self, g: int, path: str):
         try:
             return random_crop(path, self.size, np.random.default_rng([self.seed, 1 << 20, g]))
@@ -94,8 +106,9 @@ class ImageStream:
 
     def _fill(self) -> None:
         while len(self._pending) < self._lookahead:
-            g = self._next_submit
-            self._pending.append((g, self._pool.submit(self._load, g, self.file_of(g))))
+            j = self._next_submit
+            g = self.global_index(j)
+            self._pending.append((j, g, self._pool.submit(self._load, g, self.file_of(g))))
             self._next_submit += 1
 
     def __iter__(self):
@@ -105,9 +118,9 @@ class ImageStream:
         batch = []
         while len(batch) < self.batch_size:
             self._fill()
-            g, future = self._pending.popleft()
+            j, g, future = self._pending.popleft()
             result = future.result()
-            self.position = g + 1
+            self.position = j + 1
             if isinstance(result, np.ndarray):
                 batch.append(result)
                 self._failures_in_a_row = 0
@@ -122,6 +135,6 @@ class ImageStream:
         return np.stack(batch)
 
     def close(self) -> None:
-        for _, future in self._pending:
+        for *_, future in self._pending:
             future.cancel()
         self._pool.shutdown(wait=True, cancel_futures=True)

@@ -3,6 +3,12 @@
 I/O lives here (and in the CLI): the image stream, orbax checkpoints, the JSONL loss history, preview images
 and the final model file. Everything a resumed run needs is in the checkpoint, so ``resume=True`` continues
 bit-for-bit as the uninterrupted run would (same state, same data position, same compiled step).
+
+Several processes (``jax.distributed``): each reads its share of every batch (:class:`~.data.ImageStream`'s
+``share``), the batch axis spans every device of every process, every process takes part in the (orbax,
+multi-host) checkpoints, and process 0 alone writes the history, previews and model file. The checkpoint records
+each process's data position; a run resumes with another number of processes when no file was skipped (the
+positions are then a function of the step alone).
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import jax
 import numpy as np
 
 from .._version import __version__
-from ..io import images
+from ..io import images, profiling
 from ..atomic import atomic_write
 from ..errors import ImageError, InputError, UsageError
 from . import checkpoints, config as config_lib, perceptual
@@ -28,7 +34,7 @@ from .data import ImageStream, list_images
 from .model_file import FastModel, save_model
 from .net import style_weights
 from .objective import make_objective
-from .train import batch_styles, compile_step, create_state, data_mesh, network, put_batch, shardings
+from .train import batch_styles, compile_step, create_state, data_mesh, local_rows, network, put_batch, shardings
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,6 +116,20 @@ def prepare(run: Run, config: config_lib.FastConfig | None, steps: int | None):
     return paths, run, config, start_step, record
 
 
+def _positions(record: dict | None, start: int, batch_size: int) -> tuple[int, int]:
+    """This process's (data position, skipped files) in the checkpoint ``record`` (a run at step ``start``)."""
+    if record is None:
+        return 0, 0
+    positions = record.get("positions", [record["position"]])  # records of single-process runs hold one
+    skipped = record.get("skipped_per_process", [record["skipped"]])
+    if len(positions) == jax.process_count():
+        return positions[jax.process_index()], skipped[jax.process_index()]
+    if any(skipped):
+        raise UsageError(f"the checkpoint was written by {len(positions)} process(es) that skipped unreadable files"
+                         f" (per-process data positions) — resume with {len(positions)} process(es)")
+    return start * (batch_size // jax.process_count()), 0  # no file skipped: position = step x local batch
+
+
 def _start(run: Run, config, steps):
     """Everything a training run needs before its first step (resumed from the checkpoint if asked)."""
     paths, run, config, start, record = prepare(run, config, steps)
@@ -118,73 +138,109 @@ def _start(run: Run, config, steps):
     vgg = perceptual.load_vgg(run.weights, arch=config.arch)
     net, mesh = network(config, len(styles)), data_mesh()
     replicated, _ = shardings(mesh)
-    state, position, skipped = create_state(net, config), 0, 0
+    # One compiled program, not Flax's op-by-op eager init (~190 small compilations: most of a short run's time).
+    state = jax.jit(create_state, static_argnums=(0, 1))(net, config)
+    position, skipped = _positions(record, start, config.batch_size)
     if record is not None:
         _, state, record = checkpoints.restore(paths.checkpoints, state)
-        position, skipped = record["position"], record["skipped"]
-        _history_trim(paths.history, start)
-    stream = ImageStream(files, config.image_size, config.batch_size, config.seed, position, run.workers)
+        if jax.process_index() == 0:
+            _history_trim(paths.history, start)
+    rows = local_rows(mesh, config.batch_size)
+    local = rows.stop - rows.start
+    stream = ImageStream(files, config.image_size, local, config.seed, position, run.workers,
+                         share=(rows.start // local, jax.process_count()))
     stream.skipped = skipped
     provenance = {"weights": os.path.basename(run.weights), "weights_source": vgg.source,
                   "weights_sha256": vgg.source_sha256, "dataset": os.path.abspath(run.dataset),
                   "dataset_files": len(files), "styles": [os.path.basename(s) for s in run.styles],
-                  "jaxstyle": __version__, "devices": jax.device_count()}
+                  "jaxstyle": __version__, "devices": jax.device_count(), "processes": jax.process_count()}
     return types.SimpleNamespace(
-        paths=paths, run=run, config=config, start=start, n_styles=len(styles), net=net, mesh=mesh,
+        paths=paths, run=run, config=config, start=start, n_styles=len(styles), net=net, mesh=mesh, rows=rows,
         preview=_preview_image(run.preview, files, config.image_size), stream=stream, provenance=provenance,
-        objective=jax.device_put(make_objective(vgg, styles, config), replicated),
-        state=jax.device_put(state, replicated), step_fn=compile_step(net, config, mesh),
+        objective=_replicate(make_objective(vgg, styles, config), replicated),
+        state=_replicate(state, replicated), step_fn=compile_step(net, config, mesh),
         done_at={"position": position, "skipped": skipped})  # the stream where the last completed step left it
 
 
+def _replicate(tree, replicated):
+    """The same host values on every process, placed on every device (device_put takes host values only when
+    the sharding spans other processes' devices)."""
+    return jax.device_put(jax.device_get(tree) if jax.process_count() > 1 else tree, replicated)
+
+
+def _record(t, config, step: int) -> dict:
+    """The checkpoint's JSON record at ``step``: every process's data position (a collective: all must call)."""
+    mine = np.asarray([t.done_at["position"], t.done_at["skipped"]], np.int64)
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        every = np.asarray(multihost_utils.process_allgather(mine)).reshape(-1, 2)
+    else:
+        every = mine[None]
+    return {"position": int(every[0, 0]), "skipped": int(every[:, 1].sum()), "positions": every[:, 0].tolist(),
+            "skipped_per_process": every[:, 1].tolist(), "config": config_lib.to_json(config),
+            "styles": list(t.run.styles), "weights": t.run.weights, "dataset": t.run.dataset, "step": step,
+            "provenance": t.provenance}
+
+
 def train(run: Run, config: config_lib.FastConfig | None = None, *, steps: int | None = None,
-          progress: Callable | None = None) -> FastModel:
+          progress: Callable | None = None, profile=None) -> FastModel:
     """Train (or, with ``run.resume``, continue from the latest checkpoint) and write the model file.
 
     ``config`` is ignored when resuming (the checkpoint's is used); ``steps`` overrides the number of steps.
-    ``progress(step, metrics, images_per_s, skipped)`` is called after every step (the CLI draws its bar).
+    ``progress(step, metrics, images_per_s, skipped)`` is called after every step (the CLI draws its bar);
+    ``profile`` (a :class:`jaxstyle.io.profiling.Profile`) after every step too; it is stopped and given the
+    compiled step's FLOPs at the end.
     """
     t = _start(run, config, steps)
     paths, config, stream, state = t.paths, t.config, t.stream, t.state
-
-    def record_now(step):
-        return {**t.done_at, "config": config_lib.to_json(config), "styles": list(t.run.styles),
-                "weights": t.run.weights, "dataset": t.run.dataset, "step": step, "provenance": t.provenance}
-
+    writer = jax.process_index() == 0  # process 0 alone writes the history, previews and model file
     try:
-        with open(paths.history, "a", encoding="utf-8", buffering=1) as history:  # line-buffered: tail -f works
+        # line-buffered: tail -f works
+        with open(paths.history if writer else os.devnull, "a", encoding="utf-8", buffering=1) as history:
             for step in range(t.start, config.steps):
                 t0 = time.perf_counter()
-                batch = put_batch(next(stream), batch_styles(step, config.batch_size, t.n_styles), t.mesh)
+                batch = put_batch(next(stream), batch_styles(step, config.batch_size, t.n_styles)[t.rows], t.mesh)
                 state, metrics = t.step_fn(t.objective, state, batch)
                 t.done_at.update(position=stream.position, skipped=stream.skipped)
                 metrics = {k: float(v) for k, v in metrics.items()}
                 rate = config.batch_size / (time.perf_counter() - t0)
                 history.write(json.dumps({"step": step + 1, **metrics, "images_per_s": round(rate, 3),
                                           "skipped": stream.skipped}) + "\n")
-                if progress:
+                if progress and writer:
                     progress(step + 1, metrics, rate, stream.skipped)
-                done = step + 1
-                if t.run.preview_every and (done % t.run.preview_every == 0 or done == config.steps):
-                    _save_previews(paths, t.net, state.params, t.preview, done)
-                if t.run.checkpoint_every and done % t.run.checkpoint_every == 0 and done < config.steps:
-                    history.flush()
-                    os.fsync(history.fileno())
-                    checkpoints.save(paths.checkpoints, done, state, record_now(done))
+                if profile is not None:
+                    profile(step + 1)
+                _periodic(t, state, history, step + 1, writer)
     except KeyboardInterrupt:
         done = int(state.step)
-        if done > t.start:
-            checkpoints.save(paths.checkpoints, done, state, record_now(done))
+        if done > t.start and jax.process_count() == 1:  # several processes may stop at different steps
+            checkpoints.save(paths.checkpoints, done, state, _record(t, config, done))
         raise
     finally:
         stream.close()
-    checkpoints.save(paths.checkpoints, config.steps, state, record_now(config.steps))
+    if profile is not None:
+        profile.stop()
+        profile.flops_per_step = profiling.flops(t.step_fn, t.objective, state, batch)  # batch: the last one
+    checkpoints.save(paths.checkpoints, config.steps, state, _record(t, config, config.steps))
     meta = {"styles": [os.path.splitext(os.path.basename(s))[0] for s in t.run.styles],
             "training": {**config_lib.to_json(config), "steps_done": config.steps, "skipped_files": stream.skipped},
             "provenance": {**t.provenance, "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}}
     model = FastModel(params=jax.device_get(state.params), net=t.net, meta=meta)
-    save_model(paths.out, model)
+    if writer:
+        save_model(paths.out, model)
     return model
+
+
+def _periodic(t, state, history, done: int, writer: bool) -> None:
+    """Previews (process 0) and checkpoints (every process: orbax coordinates them) after step ``done``."""
+    if writer and t.run.preview_every and (done % t.run.preview_every == 0 or done == t.config.steps):
+        _save_previews(t.paths, t.net, jax.device_get(state.params), t.preview, done)
+    if t.run.checkpoint_every and done % t.run.checkpoint_every == 0 and done < t.config.steps:
+        if writer:
+            history.flush()
+            os.fsync(history.fileno())
+        checkpoints.save(t.paths.checkpoints, done, state, _record(t, t.config, done))
 
 
 def _save_previews(paths: Paths, net, params, preview: np.ndarray, step: int) -> None:

@@ -94,5 +94,26 @@ def _compile_step(net: TransformerNet, learning_rate: float, mesh: Mesh):
 
 
 def put_batch(content: np.ndarray, style: np.ndarray, mesh: Mesh) -> dict:
+    """This process's rows of the global batch, split over ``mesh`` (with one process: the whole batch).
+
+    With several processes each passes its own consecutive block of rows (process ``p`` of ``P``: rows
+    ``p*b .. p*b+b-1`` of a global batch of ``P*b``: :func:`local_rows`), and the global batch is never
+    assembled on one host.
+    """
     _, split = shardings(mesh)
-    return {"content": jax.device_put(content, split), "style": jax.device_put(style, split)}
+
+    def put(local):
+        return jax.make_array_from_process_local_data(split, local, (local.shape[0] * jax.process_count(),
+                                                                     *local.shape[1:]))
+
+    return {"content": put(content), "style": put(style)}
+
+
+def local_rows(mesh: Mesh, batch_size: int) -> slice:
+    """The rows of a global batch of ``batch_size`` that this process's devices hold (one block)."""
+    _, split = shardings(mesh)
+    rows = [i[0].indices(batch_size)[:2] for i in split.addressable_devices_indices_map((batch_size,)).values()]
+    start, stop = min(r[0] for r in rows), max(r[1] for r in rows)
+    if stop - start != batch_size // jax.process_count():
+        raise ValueError("this process's devices do not hold one block of the batch")  # jax.devices() order
+    return slice(start, stop)
