@@ -31,7 +31,7 @@ demo: setup
 	$(BIN)/python scripts/stylize.py --demo
 
 test: setup-test
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 bench: setup-test
 	$(BIN)/python benchmarks/run.py
