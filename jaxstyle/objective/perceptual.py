@@ -14,6 +14,7 @@ import jax.numpy as jnp
 
 from ..nets.model import VGGModel
 from ..nets.model import extract_features
+from .guidance import guide_mass
 from .losses import content_loss, style_layer_loss, tv_loss
 from .targets import Targets
 
@@ -71,6 +72,23 @@ def style_term(features: jax.Array, target_gram: jax.Array, normalization: str) 
     return term
 
 
+def guided_style_term(features: jax.Array, grams: jax.Array, guides: jax.Array, blend: jax.Array,
+                      spec: LossSpec) -> jax.Array:
+    """Spatial control (Gatys et al. 2017): one style layer's term summed over regions, region ``r`` (the guide
+    ``guides[r]``, ``(H_l, W_l)``) matched to style image ``r``'s (guided) Gram ``grams[r]``.
+
+    Each region's term is :func:`style_term` of the guided features ``F * T_r`` against the target Gram brought
+    to the region's mass ``sum T_r^2`` (as the unguided term brings it to M_l). Departure: the paper sums the
+    region terms; here each is weighted by its style's blend weight times the number of styles (equal blend
+    weights: 1 each, the paper's sum), so ``--style-blend-weights`` still balances the styles.
+    """
+    def region(guide, gram):
+        return style_term(features * guide[..., None], gram * guide_mass(guide), spec.normalization)
+
+    terms = jax.vmap(region)(guides, grams)
+    return jnp.sum(terms * blend) * blend.shape[0]
+
+
 def tv_term(image: jax.Array, model: VGGModel, spec: LossSpec) -> jax.Array:
     """The TV term of one HWC image in [0, 1]: a mean over pixels and channels ("relative", "size"), the sum
     ("paper"), or, as neural-style(-pt), the sum over the network's input (their TVLoss is the first module of
@@ -97,6 +115,10 @@ def loss_terms(image: jax.Array, model: VGGModel, targets: Targets, weights: Los
     style = jnp.float32(0.0)
     for i, layer in enumerate(style_layers):
         f = feats[layer]
+        if targets.guides is not None:
+            style = style + weights.style_layers[i] * guided_style_term(f, targets.grams[layer],
+                                                                        targets.guides[layer], weights.blend, spec)
+            continue
         # The blended Gram of the style images, each brought to this image's M_l (see targets.style_targets).
         blended = jnp.tensordot(weights.blend, targets.grams[layer], axes=1) * (f.shape[0] * f.shape[1])
         style = style + weights.style_layers[i] * style_term(f, blended, spec.normalization)
