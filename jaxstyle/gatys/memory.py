@@ -22,6 +22,9 @@ MiB = 2 ** 20
 # compiled.memory_analysis() (docs/highres.md): 3896 at 64, 96 and 128 px, VGG16 and VGG19, default layers and
 # relu1_1..relu3_1 alike (15.2 full-resolution 64-channel float32 tensors: block 1 sets the peak).
 EVALUATION_BYTES_PER_PIXEL = 3896
+# XLA's temporary copies of the conv kernels it runs (flipped/transposed for the backward pass), per byte of those
+# kernels: 1.2 at 40 px, 1.0 at 128 px (VGG19 up to relu5_1, compiled.memory_analysis(), docs/highres.md).
+KERNEL_COPIES = 1.1
 # Resident memory of a jaxstyle process before any image work (interpreter, jax, XLA, the CLI's imports):
 # the intercept of peak RSS vs pixels in docs/benchmarks.md ("Peak memory", 570 MiB); none on a device.
 HOST_BASE = 570 * MiB
@@ -36,6 +39,7 @@ class MemoryEstimate(NamedTuple):
 
     shape: tuple  # (H, W) of the largest stage
     evaluation: int  # one loss-and-gradient evaluation's working set (activations and their gradients)
+    kernels: int  # XLA's working copies of the conv kernels the evaluation runs
     optimizer: int  # the optimiser state (L-BFGS history, Adam moments, the average of iterates)
     images: int  # the run's own images (iterate, previous iterate, gradient, output)
     weights: int  # the network's parameters
@@ -43,12 +47,13 @@ class MemoryEstimate(NamedTuple):
 
     @property
     def total(self) -> int:
-        return self.evaluation + self.optimizer + self.images + self.weights + self.base
+        return self.evaluation + self.kernels + self.optimizer + self.images + self.weights + self.base
 
     def line(self) -> str:
         h, w = self.shape
         parts = ", ".join(f"{name} {getattr(self, name) / MiB:.0f}" for name in
-                          ("evaluation", "optimizer", "images", "weights", "base") if getattr(self, name))
+                          ("evaluation", "kernels", "optimizer", "images", "weights", "base")
+                          if getattr(self, name))
         return f"memory estimate at {w}x{h}: {self.total / MiB:,.0f} MiB peak ({parts} MiB)"
 
 
@@ -60,8 +65,12 @@ def optimizer_images(config: StyleConfig) -> int:
     return n + (1 if config.average > 0 else 0)
 
 
-def weight_bytes(arch: str) -> int:
-    return sum(4 * (h * w * i * o + o) for h, w, i, o in vgg.conv_shapes(arch).values())
+def weight_bytes(arch: str, layers=None) -> int:
+    """Bytes of the float32 conv weights of ``arch``, all of them or those run up to the deepest of ``layers``."""
+    names = vgg.layer_names(arch)
+    deepest = len(names) if layers is None else max(names.index(name) for name in layers)
+    return sum(4 * (h * w * i * o + o) for name, (h, w, i, o) in vgg.conv_shapes(arch).items()
+               if names.index(name) <= deepest)
 
 
 def estimate(config: StyleConfig, content_hw, arch: str, *, host: bool = True) -> MemoryEstimate:
@@ -74,7 +83,8 @@ def estimate(config: StyleConfig, content_hw, arch: str, *, host: bool = True) -
     # The style targets run the network forward (no gradient) on the style image, style_scale x the size: an
     # evaluation's working set bounds it at the same size, so only a larger style image can set the peak.
     evaluation = EVALUATION_BYTES_PER_PIXEL * pixels * max(1.0, config.style_scale ** 2)
-    return MemoryEstimate(hw, int(evaluation),
+    layers = tuple(config.style_layers) + tuple(config.content_layers)
+    return MemoryEstimate(hw, int(evaluation), int(KERNEL_COPIES * weight_bytes(arch, layers)),
                           optimizer_images(config) * IMAGE_BYTES_PER_PIXEL * pixels,
                           RUN_IMAGES * IMAGE_BYTES_PER_PIXEL * pixels, weight_bytes(arch),
                           HOST_BASE if host else 0)
@@ -106,13 +116,13 @@ def largest_fitting_size(config: StyleConfig, content_hw, arch: str, available: 
 
 
 def lbfgs_history_note(config: StyleConfig, estimate_: MemoryEstimate) -> str | None:
-    """A suggestion to shrink the L-BFGS history where it is more than half the peak (24 x history x pixels
+    """A suggestion to shrink the L-BFGS history where it is more than a quarter of the peak (24 x history x pixels
     bytes), else None."""
     if config.optimizer not in ("lbfgs", "lbfgs-nols", "scipy-lbfgs") or config.lbfgs_memory <= 10:
         return None
     pixels = estimate_.shape[0] * estimate_.shape[1]
     history = 2 * config.lbfgs_memory * IMAGE_BYTES_PER_PIXEL * pixels
-    if history < 0.5 * estimate_.total:
+    if history < 0.25 * estimate_.total:
         return None
     return (f"the L-BFGS history (24 x {config.lbfgs_memory} x {pixels:,} pixels = {history / MiB:,.0f} MiB) is "
             f"most of it; --lbfgs-memory 10 would need {(estimate_.total - history * (1 - 10 / config.lbfgs_memory)) / MiB:,.0f} MiB")
