@@ -16,10 +16,10 @@ from jaxstyle.gatys.run import _opt_key, _programs, _split, start_state
 
 # The estimate of the arrays (everything but the process itself) against the compiled step's buffers (arguments,
 # outputs and temporaries, minus donated aliases) plus the weights jit leaves out of the arguments (those deeper
-# than the last layer used, which the process still holds): within 10 % at 40 and 128 px (measured: -5 % and 0 %),
-# L-BFGS history 5, random VGG19. The host process's own memory (interpreter, jax) is measured in
-# docs/highres.md against peak RSS, not here.
-TOLERANCE = 0.10
+# than the last layer used, which the process still holds): within 12 % at 40 and 128 px (measured when calibrated:
+# -9 % and -2 %; -1 % at 256 px), L-BFGS history 5, random VGG19. The host process's own memory (interpreter,
+# jax) is measured in docs/highres.md against peak RSS, not here.
+TOLERANCE = 0.12
 
 
 @pytest.mark.parametrize("side", [40, 128])

@@ -18,13 +18,15 @@ from ..nets import vgg
 from .config import StyleConfig, stage_sizes
 
 MiB = 2 ** 20
-# XLA CPU temporary bytes of one jitted float32 loss-and-gradient evaluation per pixel, from
-# compiled.memory_analysis() (docs/highres.md): 3896 at 64, 96 and 128 px, VGG16 and VGG19, default layers and
-# relu1_1..relu3_1 alike (15.2 full-resolution 64-channel float32 tensors: block 1 sets the peak).
-EVALUATION_BYTES_PER_PIXEL = 3896
+# XLA CPU temporary bytes of one jitted float32 loss-and-gradient step per pixel, from compiled.memory_analysis()
+# of the step run_stylize runs (docs/highres.md): the slope between 256 and 384 px, VGG19 2829, VGG16 2726, default
+# layers (the larger is used). About 11 full-resolution 64-channel float32 tensors: block 1's backward pass at
+# full resolution sets the peak, whatever runs deeper. (3896 before max pooling's gradient stopped going through
+# select_and_scatter, nets.vgg.max_pool_2x2.)
+EVALUATION_BYTES_PER_PIXEL = 2830
 # XLA's temporary copies of the conv kernels it runs (flipped/transposed for the backward pass), per byte of those
-# kernels: 1.2 at 40 px, 1.0 at 128 px (VGG19 up to relu5_1, compiled.memory_analysis(), docs/highres.md).
-KERNEL_COPIES = 1.1
+# kernels: the intercept of the same fit, 1.0 for VGG19 and VGG16 up to relu5_1 (docs/highres.md).
+KERNEL_COPIES = 1.0
 # Resident memory of a jaxstyle process before any image work (interpreter, jax, XLA, the CLI's imports):
 # the intercept of peak RSS vs pixels in docs/benchmarks.md ("Peak memory", 570 MiB); none on a device.
 HOST_BASE = 570 * MiB
