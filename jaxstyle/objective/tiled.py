@@ -142,3 +142,25 @@ def tiled_value_and_grad(image: jax.Array, model: VGGModel, targets: Targets, we
         grad = grad.at[win[0]:win[1], win[2]:win[3]].add(pull((d_grams, jnp.float32(1.0)))[0])
     tv, d_tv = jax.value_and_grad(lambda x: weights.tv * tv_term(x, model, spec))(image)
     return content + style + tv, grad + d_tv
+
+
+def tiled_total_loss(image: jax.Array, model: VGGModel, targets: Targets, weights: LossWeights, spec: LossSpec,
+                     tile: int) -> jax.Array:
+    """:func:`jaxstyle.objective.total_loss` whose gradient is :func:`tiled_value_and_grad`'s (a ``custom_vjp``),
+    so any optimiser's ``jax.value_and_grad`` runs tile by tile. Gradients flow to the image only (the network's
+    weights never get one; targets and loss weights get zeros)."""
+
+    @jax.custom_vjp
+    def loss(x, model_, targets_, weights_):
+        return tiled_value_and_grad(x, model_, targets_, weights_, spec, tile)[0]
+
+    def forward(x, model_, targets_, weights_):
+        value, grad = tiled_value_and_grad(x, model_, targets_, weights_, spec, tile)
+        return value, (grad, model_, targets_, weights_)
+
+    def backward(residuals, cotangent):
+        grad, *rest = residuals
+        return (cotangent * grad, *(jax.tree.map(jnp.zeros_like, r) for r in rest))
+
+    loss.defvjp(forward, backward)
+    return loss(image, model, targets, weights)
