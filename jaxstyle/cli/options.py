@@ -132,9 +132,6 @@ CONFIG_OPTIONS = {
     "average": ({"type": number, "metavar": "D"}, "output the exponential moving average of the iterates with "
                 "decay D (bias-corrected, restarted at every stage; e.g. 0.9 with --optimizer adam); 0: the last "
                 "iterate", None),
-    "tile": ({"type": integer, "metavar": "PX"}, "compute the gradient over tiles of PX pixels (plus each tile's "
-             "receptive-field halo): one evaluation holds one tile's activations, for sizes that do not fit "
-             "otherwise (about 2x the compute); 0: off", None),
     "precision": ({"choices": PRECISIONS}, "convolution precision: float32, tf32 (GPU tensor cores) or bfloat16 "
                   "activations; Gram matrices and losses always accumulate in float32", None),
 }

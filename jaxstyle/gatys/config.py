@@ -92,9 +92,6 @@ class StyleConfig:
     # Average of iterates (as crowsonkb/style-transfer-pytorch): the output is the bias-corrected exponential
     # moving average of the iterates with this decay (0: off, the last iterate), restarted at every stage.
     average: float = 0.0
-    # Tiled evaluation (objective.tiled): the loss's gradient computed over tiles of this many pixels (plus each
-    # tile's receptive-field halo), so one evaluation holds one tile's activations; 0: the whole image at once.
-    tile: int = 0
 
     def __post_init__(self):
         # Sequences from Python lists or JSON become tuples: the config is hashable and compares equal.
@@ -145,8 +142,6 @@ class StyleConfig:
             raise ConfigError("iterations", f" must be >= 0, not {self.iterations}")
         if self.image_size is not None and self.image_size < vgg.MIN_SIZE:
             raise ConfigError("image_size", f" must be >= {vgg.MIN_SIZE}, not {self.image_size}")
-        if self.tile < 0 or 0 < self.tile < vgg.MIN_SIZE:
-            raise ConfigError("tile", f" must be 0 (off) or >= {vgg.MIN_SIZE}, not {self.tile}")
         if self.lbfgs_memory < 1:
             raise ConfigError("lbfgs_memory", f" must be >= 1, not {self.lbfgs_memory}")
 
@@ -204,7 +199,7 @@ def stage_configs(config: StyleConfig, final_long: int) -> list[StyleConfig]:
 def loss_spec(config: StyleConfig) -> LossSpec:
     """The static part of the loss for ``config``."""
     return LossSpec(tuple(config.content_layers), tuple(config.style_layers), config.normalization,
-                    config.precision, config.tv_norm, config.tile)
+                    config.precision, config.tv_norm)
 
 
 def layer_weights(config: StyleConfig) -> tuple[float, ...]:

@@ -82,11 +82,12 @@ def estimate(config: StyleConfig, content_hw, arch: str, *, host: bool = True) -
     final = config.image_size or max(content_hw)
     hw = vgg.long_side_shape(content_hw, max(stage_sizes(config, final)))
     pixels = hw[0] * hw[1]
+    layers = tuple(config.style_layers) + tuple(config.content_layers)
     # The style targets run the network forward (no gradient) on the style image, style_scale x the size: an
     # evaluation's working set bounds it at the same size, so only a larger style image can set the peak.
-    evaluation = EVALUATION_BYTES_PER_PIXEL * pixels * max(1.0, config.style_scale ** 2)
-    layers = tuple(config.style_layers) + tuple(config.content_layers)
-    return MemoryEstimate(hw, int(evaluation), int(KERNEL_COPIES * weight_bytes(arch, layers)),
+    evaluated = pixels * max(1.0, config.style_scale ** 2)
+    return MemoryEstimate(hw, int(EVALUATION_BYTES_PER_PIXEL * evaluated),
+                          int(KERNEL_COPIES * weight_bytes(arch, layers)),
                           optimizer_images(config) * IMAGE_BYTES_PER_PIXEL * pixels,
                           RUN_IMAGES * IMAGE_BYTES_PER_PIXEL * pixels, weight_bytes(arch),
                           HOST_BASE if host else 0)

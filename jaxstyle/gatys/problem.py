@@ -95,8 +95,6 @@ def _masks(content_masks, style_masks, styles, shape, config: StyleConfig):
         return None, None
     if config.mode == "content":
         raise UsageError("content and style masks assign styles to regions; --mode content has no style")
-    if config.tile:
-        raise UsageError("tiled evaluation (--tile) does not handle content/style masks yet — use one or the other")
     if len(content_masks) != len(styles):
         raise UsageError(f"{len(content_masks)} content mask(s) for {len(styles)} style image(s) — give one "
                          "content mask per style image (the region of the output it styles)")

@@ -21,7 +21,6 @@ from .. import colour
 from ..errors import NonFiniteLossError, UsageError
 from ..nets.model import VGGModel
 from ..objective.perceptual import LossSpec, loss_terms, total_loss
-from ..objective.tiled import tiled_total_loss
 from ..optim import loop
 from ..optim import optimizers as optim
 from ..optim.optimizers import make_optimizer
@@ -89,8 +88,6 @@ def _programs(spec: LossSpec, opt_key: tuple):
     opt = _optimizer(*opt_key)
 
     def fun(model, targets, weights):
-        if spec.tile:  # the same loss, its gradient tile by tile
-            return lambda img: tiled_total_loss(img, model, targets, weights, spec, spec.tile)
         return lambda img: total_loss(img, model, targets, weights, spec)
 
     def one_step(model, targets, weights, opt_state, rest):

@@ -33,7 +33,6 @@ class LossSpec(NamedTuple):
     normalization: str = "relative"
     precision: str = "float32"
     tv_norm: str = "l2"  # "l2" (squared differences) or "l1" (absolute: neural-style-pt's)
-    tile: int = 0  # > 0: the gradient is computed over tiles of this many pixels (objective.tiled); 0: at once
 
 
 class LossWeights(NamedTuple):
