@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from jaxstyle import gatys
-from jaxstyle.errors import ConfigError
+from jaxstyle.errors import ConfigError, UsageError
 from jaxstyle.optim import optimizers as optim
 
 LAYERS = dict(content_layers=("relu2_1",), style_layers=("relu1_1", "relu2_1"))
@@ -84,3 +84,11 @@ def test_cli_scales_options_and_checkpoint_refusal(tmp_path, capsys):
     assert err.count("\n") == 1 and "coarse-to-fine" in err
     assert main([*args, "--scales", "64,32"]) == 2
     assert "--scales must be increasing" in capsys.readouterr().err
+
+
+def test_sweep_refuses_stages_and_average(model):
+    x = np.zeros((32, 32, 3), np.float32)
+    for bad in ({"scales": (16, 32)}, {"average": 0.9}):
+        with pytest.raises(UsageError, match="for stylize"):
+            gatys.stylize_many(x, x, {"style_weight": np.array([1.0, 2.0])}, model=model,
+                               config=gatys.StyleConfig(**bad))
