@@ -171,6 +171,7 @@ def execute(args) -> int:
     p = build(request, resuming=description is not None)
     hashes = checkpointing.verify_inputs(description, request, args.resume) if description else None
     content, styles, init, masks, model = _load(p)
+    p.config.check_against(model.arch, len(styles) or None)  # the layers exist in this network: then estimate
     _check_memory(p, content if content is not None else styles[0], model.arch, args.quiet,
                   getattr(args, "dry_run", False))
     if getattr(args, "dry_run", False):
