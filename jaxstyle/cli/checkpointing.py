@@ -23,7 +23,7 @@ from ..io import checkpoint
 from ..io.checkpoint import CheckpointError
 from ..nets import weights
 from . import options
-from .plan import Request, derive
+from .plan import NO_MASK, Request, derive
 
 KIND = "jaxstyle stylize"
 FIX = "start the run again without --resume"
@@ -41,7 +41,8 @@ def sha256_file(path) -> str:
 def _inputs(request: Request) -> list[tuple[str, str]]:
     """(what, path) of every input file of a request."""
     entries = [("content image", request.content), *(("style image", s) for s in request.styles),
-               ("init image", request.init_path)]
+               ("init image", request.init_path), *(("content mask", m) for m in request.content_masks),
+               *(("style mask", m) for m in request.style_masks if m != NO_MASK)]
     if request.weights != weights.RANDOM:
         entries.append(("weights", request.weights))
     return [(what, path) for what, path in entries if path is not None]
@@ -105,6 +106,8 @@ def resume_request(args, description: dict, ckpt: str, iteration: int) -> Reques
     if args.iterations is not None:
         request = dataclasses.replace(request, config=dataclasses.replace(request.config,
                                                                           iterations=args.iterations))
+    if getattr(args, "output_bits", None):  # how the output is written is not part of the run: may change
+        request = dataclasses.replace(request, output_bits=args.output_bits)
     return request if args.output is None else dataclasses.replace(request, output=args.output)
 
 

@@ -33,7 +33,7 @@ class Monitor:
         self._last_checkpoint = 0
         self._resumed_at = 0
         # disable=None: tqdm turns itself off when stderr is not a terminal; lines are printed instead.
-        self.bar = tqdm(total=plan_.config.iterations, file=sys.stderr, unit="it", dynamic_ncols=True,
+        self.bar = tqdm(total=plan_.config.total_iterations, file=sys.stderr, unit="it", dynamic_ncols=True,
                         disable=True if quiet else None, desc="stylize")
         self.lines = not quiet and self.bar.disable
 
@@ -92,7 +92,7 @@ class Monitor:
         if self.plan.log:
             report.write_jsonl(self.plan.log, self.logged)
         if self.lines:
-            print(f"iteration {record['iteration']}/{self.plan.config.iterations}  {_format_terms(record)}  "
+            print(f"iteration {record['iteration']}/{self.plan.config.total_iterations}  {_format_terms(record)}  "
                   f"({record['seconds']:.1f} s)", file=sys.stderr)
 
     def finish(self, result) -> None:

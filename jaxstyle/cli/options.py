@@ -16,6 +16,7 @@ from ..errors import UsageError
 from ..gatys.config import INITS, MODES, ORIGINAL_COLORS, StyleConfig
 from ..nets import vgg, weights
 from ..nets.precision import PRECISIONS
+from ..objective.guidance import GUIDE_METHODS
 from ..objective.losses import TV_NORMS
 from ..objective.perceptual import NORMALIZATIONS
 from ..optim.optimizers import OPTIMIZERS
@@ -62,6 +63,10 @@ def name_list(text: str) -> tuple[str, ...]:
 
 def number_list(text: str) -> tuple[float, ...]:
     return tuple(number(t) for t in name_list(text))
+
+
+def integer_list(text: str) -> tuple[int, ...]:
+    return tuple(integer(t) for t in name_list(text))
 
 
 ORIGINAL = "original"
@@ -114,6 +119,19 @@ CONFIG_OPTIONS = {
     "mode": ({"choices": MODES}, "transfer; content = reconstruct the content only; style = texture synthesis "
              "(no --content needed)", None),
     "pooling": ({"choices": vgg.POOLINGS}, "VGG pooling (Gatys et al. suggest avg)", None),
+    "mask_method": ({"choices": GUIDE_METHODS}, "how --content-mask/--style-mask regions are carried down to each "
+                    "layer (Gatys et al. 2017): simple = downsampled, inside = eroded to neurons that see only the "
+                    "region, all = dilated to every neuron that sees part of it", None),
+    "scales": ({"type": integer_list, "metavar": "PX,..."}, "coarse-to-fine: the long side of each stage, "
+               "smallest first (e.g. 256,512,1024); each starts from the previous result upsampled, the last is "
+               "the output size (sets --image-size)", "one stage"),
+    "num_scales": ({"type": integer, "metavar": "N"}, "coarse-to-fine with N stages ending at --image-size, each "
+                   "half the size of the next", None),
+    "scale_iterations": ({"type": integer_list, "metavar": "N,..."}, "iterations of each coarse-to-fine stage",
+                         "--iterations each"),
+    "average": ({"type": number, "metavar": "D"}, "output the exponential moving average of the iterates with "
+                "decay D (bias-corrected, restarted at every stage; e.g. 0.9 with --optimizer adam); 0: the last "
+                "iterate", None),
     "precision": ({"choices": PRECISIONS}, "convolution precision: float32, tf32 (GPU tensor cores) or bfloat16 "
                   "activations; Gram matrices and losses always accumulate in float32", None),
 }

@@ -27,6 +27,7 @@ LOG_EXTENSIONS = (".jsonl", ".json", ".log", ".txt")
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "images"
 DEMO = {"content": EXAMPLES / "chelsea.jpg", "style": [EXAMPLES / "starry_night.jpg"],
         "output": os.path.join("out", "demo.png"), "image_size": 256, "iterations": 200, "save_every": 20}
+NO_MASK = "none"  # --style-mask none: that style image is used whole
 _PATHS = ("content", "init_path", "output", "gif", "loss_curve", "log", "checkpoint")
 
 
@@ -49,6 +50,11 @@ class Request:
     save_every: int = 0
     checkpoint_every: int = 0
     max_pixels: int = images.DEFAULT_MAX_PIXELS  # 0: no limit
+    # Spatial control: one content mask per style image (its region of the output), and optionally one style
+    # mask per style image (the part of it to use; NO_MASK: all of it).
+    content_masks: tuple[str, ...] = ()
+    style_masks: tuple[str, ...] = ()
+    output_bits: int = 8  # 16: 16-bit PNG output (the final image and the last good one; frames stay 8-bit)
 
     def to_json(self) -> dict:
         """This request as JSON, every path absolute (a resumed run may start in another directory)."""
@@ -56,6 +62,8 @@ class Request:
         for name in _PATHS:
             out[name] = _abs(out[name])
         out["styles"] = [_abs(s) for s in self.styles]
+        out["content_masks"] = [_abs(m) for m in self.content_masks]
+        out["style_masks"] = [m if m == NO_MASK else _abs(m) for m in self.style_masks]
         out["weights"] = self.weights if self.weights == weights.RANDOM else _abs(self.weights)
         return out
 
@@ -67,7 +75,8 @@ class Request:
         config = data.pop("config")
         if not isinstance(config, dict):
             raise TypeError("config is not an object")
-        return cls(config=StyleConfig(**config), **{**data, "styles": tuple(data["styles"])})
+        masks = {name: tuple(data.get(name, ())) for name in ("content_masks", "style_masks")}
+        return cls(config=StyleConfig(**config), **{**data, "styles": tuple(data["styles"]), **masks})
 
 
 def _abs(path):
@@ -137,7 +146,26 @@ def request_from_args(args) -> Request:
     max_pixels = images.DEFAULT_MAX_PIXELS if getattr(args, "max_pixels", None) is None else args.max_pixels
     return Request(config, args.content, tuple(styles), init_path, options.weights_path(args.weights),
                    getattr(args, "arch", None), args.output, args.gif, args.loss_curve, args.log,
-                   getattr(args, "checkpoint", None), max_pixels=max_pixels, **intervals)
+                   getattr(args, "checkpoint", None), max_pixels=max_pixels,
+                   content_masks=tuple(getattr(args, "content_mask", None) or ()),
+                   style_masks=tuple(getattr(args, "style_mask", None) or ()),
+                   output_bits=getattr(args, "output_bits", None) or 8, **intervals)
+
+
+def _check_masks(r: Request) -> None:
+    """One content mask per style image (and, if any, one style mask per style image), before anything runs."""
+    if r.style_masks and not r.content_masks:
+        raise UsageError("--style-mask needs --content-mask: one per style image, the region of the output "
+                         "its style goes to")
+    if not r.content_masks:
+        return
+    if r.config.mode == "content":
+        raise UsageError("--content-mask assigns style images to regions; --mode content has no style")
+    for flag, masks in (("--content-mask", r.content_masks), ("--style-mask", r.style_masks)):
+        if masks and len(masks) != len(r.styles):
+            raise UsageError(f"{flag} got {len(masks)} mask(s) for {len(r.styles)} style image(s) — give one "
+                             f"per style image, in the order of --style" +
+                             (f" ({NO_MASK}: use that style image whole)" if flag == "--style-mask" else ""))
 
 
 def _check_request(r: Request) -> None:
@@ -151,6 +179,13 @@ def _check_request(r: Request) -> None:
         raise UsageError(f"--max-pixels must be >= 0 (0: no limit), not {r.max_pixels}")
     if r.gif and not r.save_every:
         raise UsageError("--gif needs --save-every N (the GIF is made of the images saved every N iterations)")
+    _check_masks(r)
+    if r.output_bits == 16 and os.path.splitext(r.output)[1].lower() != ".png":
+        raise UsageError(f"{r.output}: --output-bits 16 needs a .png output (JPEG holds 8 bits per channel)")
+    stages = len(r.config.scales) if r.config.scales else r.config.num_scales
+    if stages > 1 and (r.checkpoint or r.checkpoint_every):
+        raise UsageError("--checkpoint/--checkpoint-every cannot yet save a coarse-to-fine run (--scales, "
+                         "--num-scales): run it without, or as single-stage runs with --init of the previous result")
 
 
 def derive(r: Request, *, resuming: bool = False) -> Plan:
@@ -160,7 +195,7 @@ def derive(r: Request, *, resuming: bool = False) -> Plan:
     checkpoint = r.checkpoint or (f"{stem}.ckpt.npz" if r.checkpoint_every or resuming else None)
     return Plan(r, f"{stem}.last-good.png", gif, checkpoint, choose_chunk(r.print_every, r.save_every,
                                                                          r.checkpoint_every),
-                max(4, len(str(r.config.iterations))))
+                max(4, len(str(r.config.total_iterations))))
 
 
 def build(r: Request, *, resuming: bool = False) -> Plan:
@@ -168,7 +203,8 @@ def build(r: Request, *, resuming: bool = False) -> Plan:
 
     ``resuming``: a checkpoint path is derived from -o even without --checkpoint-every (the run had one)."""
     _check_request(r)
-    inputs = [r.content, *r.styles, r.init_path] + ([r.weights] if r.weights != weights.RANDOM else [])
+    inputs = [r.content, *r.styles, r.init_path, *r.content_masks,
+              *(m for m in r.style_masks if m != NO_MASK)] + ([r.weights] if r.weights != weights.RANDOM else [])
     output = images.check_output_path(r.output, inputs)
     plan = derive(r, resuming=resuming)
     gif, checkpoint = plan.gif, plan.checkpoint
@@ -178,7 +214,7 @@ def build(r: Request, *, resuming: bool = False) -> Plan:
         if path:
             paths[what] = images.check_output_path(path, inputs, allowed=allowed)
     images.check_output_path(plan.last_good, inputs)
-    for it in range(r.save_every, r.config.iterations + 1, r.save_every) if r.save_every else ():
+    for it in range(r.save_every, r.config.total_iterations + 1, r.save_every) if r.save_every else ():
         paths[f"iteration {it}"] = images.check_output_path(plan.frame_path(it), inputs)
     seen = {}
     for what, path in paths.items():

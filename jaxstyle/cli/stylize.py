@@ -16,7 +16,7 @@ import sys
 
 import numpy as np
 
-from ..errors import EXIT_INTERRUPTED, EXIT_NONFINITE, NonFiniteLossError
+from ..errors import EXIT_INTERRUPTED, EXIT_NONFINITE, NonFiniteLossError, UsageError
 from ..gatys.run import run_stylize
 from ..gatys.cost import evaluation_flops
 from ..io import compilation_cache, images, profiling, report
@@ -25,7 +25,7 @@ from ..nets import vgg
 from . import checkpointing, options
 from .interrupt import StopRequest
 from .monitor import Monitor
-from .plan import DEFAULT_PRINT_EVERY, DEMO, Plan, Request, build, request_from_args
+from .plan import DEFAULT_PRINT_EVERY, DEMO, NO_MASK, Plan, Request, build, request_from_args
 
 GIF_FRAME_MS = 120
 
@@ -45,6 +45,7 @@ examples:
   jaxstyle stylize --demo
   jaxstyle stylize --content photo.jpg --style starry_night.jpg -o out.png
   jaxstyle stylize --content photo.jpg --style a.jpg b.jpg --style-blend-weights 3,1 --original-colors luminance -o out.jpg
+  jaxstyle stylize --content photo.jpg --style sky.jpg ground.jpg --content-mask top.png bottom.png -o out.png
   jaxstyle stylize --mode style --style texture.jpg --image-size 256 -o texture.png
   jaxstyle stylize --content photo.jpg --style starry_night.jpg -o out.png --checkpoint-every 50
   jaxstyle stylize --resume out.ckpt.npz
@@ -60,7 +61,15 @@ def register(subparsers) -> argparse.ArgumentParser:
     io.add_argument("--content", metavar="IMAGE", help="content image (not needed with --mode style)")
     io.add_argument("--style", metavar="IMAGE", nargs="+", help="one or more style images (not needed with "
                     "--mode content)")
+    io.add_argument("--content-mask", metavar="MASK", nargs="+", help="spatial control (Gatys et al. 2017): one "
+                    "greyscale mask per style image, in --style order: where in the output that style goes (white: "
+                    "there; black: not; any size, resized to the output); parts no mask covers get no style")
+    io.add_argument("--style-mask", metavar="MASK|none", nargs="+", help="with --content-mask: one mask per style "
+                    "image, the part of it whose style is used ('none': the whole image)")
     io.add_argument("-o", "--output", metavar="OUT", help="output image, .png or .jpg (written atomically)")
+    io.add_argument("--output-bits", type=options.integer, choices=images.OUTPUT_BITS, default=None,
+                    help="bits per channel of the output: 8, or 16 for a 16-bit sRGB-tagged PNG (high-resolution "
+                         "work to be edited further; needs pypng) (default: 8)")
     io.add_argument("--weights", metavar="NPZ", help=f"converted VGG weights, or 'random' (default: "
                     f"{options.DEFAULT_WEIGHTS} if it exists, else random, with a warning)")
     io.add_argument("--arch", choices=vgg.ARCHITECTURES, help="require this VGG architecture: a weights file "
@@ -110,6 +119,9 @@ def register(subparsers) -> argparse.ArgumentParser:
                     "alone, a checkpoint is written only at the end and on Ctrl-C")
     ck.add_argument("--resume", metavar="CKPT", help="continue the run saved in CKPT with its own settings and "
                     "inputs (checked by sha256); only --iterations (to extend it), -o and -q may be given too")
+    rep.add_argument("--dry-run", action="store_true",
+                     help="print the estimate of the run's peak memory (and whether it fits) and exit; the "
+                          "estimate is also printed at the start of every run")
     parser.set_defaults(execute=execute)
     return parser
 
@@ -147,9 +159,12 @@ def _load(p: Plan):
     content = read(p.content, "content") if p.content else None
     styles = [read(s, "style") for s in p.styles]
     init = read(p.init_path, "init") if p.init_path else None
+    mask = lambda path, role: images.load_mask(path, max_pixels=p.max_pixels or None, role=role)
+    masks = {"content_masks": [mask(m, "content mask") for m in p.content_masks] or None,
+             "style_masks": [None if m == NO_MASK else mask(m, "style mask") for m in p.style_masks] or None}
     from ..nets.model import load_vgg  # after the checks: loading weights is the first real work
 
-    return content, styles, init, load_vgg(p.weights, pooling=p.config.pooling, arch=p.arch)
+    return content, styles, init, masks, load_vgg(p.weights, pooling=p.config.pooling, arch=p.arch)
 
 
 def execute(args) -> int:
@@ -157,7 +172,12 @@ def execute(args) -> int:
     request, description, shapes = _request(args)
     p = build(request, resuming=description is not None)
     hashes = checkpointing.verify_inputs(description, request, args.resume) if description else None
-    content, styles, init, model = _load(p)
+    content, styles, init, masks, model = _load(p)
+    p.config.check_against(model.arch, len(styles) or None)  # the layers exist in this network: then estimate
+    _check_memory(p, content if content is not None else styles[0], model.arch, args.quiet,
+                  getattr(args, "dry_run", False))
+    if getattr(args, "dry_run", False):
+        return 0
     monitor = Monitor(p, args.quiet)
     resumed = None
     if description is not None:
@@ -173,7 +193,7 @@ def execute(args) -> int:
     with StopRequest() as stop:
         result = run_stylize(content, styles, model, p.config, chunk=p.chunk, callback=callback, init=init,
                              resume=resumed, history=(description or {}).get("history", ()), should_stop=stop,
-                             target_cache=cache)
+                             target_cache=cache, **masks)
     monitor.finish(result)
     if profile is not None:
         profile.stop()
@@ -181,6 +201,50 @@ def execute(args) -> int:
         profile.flops_per_step = (evaluation_flops(content, styles, model, p.config) or 0) * per_iteration or None
         print(profiling.summary(profile.write(), args.profile), file=sys.stderr)
     return _finish(p, result, monitor, args.quiet)
+
+
+def available_memory() -> tuple[int, str]:
+    """(bytes this run may use, where): the accelerator's memory limit, or on CPU the host's available memory
+    (MemAvailable, plus what this process already holds, which the estimate counts)."""
+    import jax
+
+    device = jax.devices()[0]
+    if device.platform != "cpu":
+        stats = device.memory_stats() or {}
+        if "bytes_limit" in stats:
+            return int(stats["bytes_limit"]), f"{device.platform} device memory"
+    fields = {}
+    with open("/proc/meminfo") as f:
+        for line in f:
+            name, value = line.split(":", 1)
+            fields[name] = int(value.split()[0]) * 1024
+    with open("/proc/self/status") as f:
+        rss = next((int(l.split()[1]) * 1024 for l in f if l.startswith("VmRSS:")), 0)
+    return fields.get("MemAvailable", fields.get("MemFree", 0)) + rss, "available host memory"
+
+
+def _check_memory(p: Plan, image, arch: str, quiet: bool, dry_run: bool) -> None:
+    """Print the peak-memory estimate (always with --dry-run); raise UsageError (one line) naming the largest size
+    that fits when the run would not fit, before anything big is allocated."""
+    import jax
+
+    from ..gatys import memory
+
+    host = jax.default_backend() == "cpu"
+    est = memory.estimate(p.config, image.shape[:2], arch, host=host)
+    available, where = available_memory()
+    note = memory.lbfgs_history_note(p.config, est)
+    if dry_run or not quiet:
+        print(f"{est.line()}; {where} {available / memory.MiB:,.0f} MiB", file=sys.stdout if dry_run else sys.stderr)
+        if note:
+            print(f"  ({note})", file=sys.stdout if dry_run else sys.stderr)
+    if est.total > available:
+        best = memory.largest_fitting_size(p.config, image.shape[:2], arch, available, host=host)
+        fix = (f"the largest output that fits with these settings is --image-size {best}" if best else
+               "no size fits with these settings")
+        raise UsageError(f"this run needs about {est.total / memory.MiB:,.0f} MiB at {est.shape[1]}x{est.shape[0]} "
+                         f"but {where} is {available / memory.MiB:,.0f} MiB — {fix}" +
+                         (f"; or {note.split('; ')[1]}" if note else ""))
 
 
 def _write(p: Plan, result, monitor: Monitor) -> tuple[list, bool]:
@@ -192,7 +256,7 @@ def _write(p: Plan, result, monitor: Monitor) -> tuple[list, bool]:
                                  f"{last and last['total']}); no output written — lower --style-weight, "
                                  "--content-weight or --learning-rate")
     final = p.output if result.status == "done" else p.last_good
-    images.save_image(final, result.image)
+    images.save_image(final, result.image, bits=p.output_bits)
     written = [final]
     if p.gif:
         frames = [f for f in monitor.frames if os.path.isfile(f)]  # a resumed run's earlier frames may be gone

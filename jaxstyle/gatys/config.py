@@ -13,6 +13,7 @@ from .. import colour
 from ..errors import ConfigError
 from ..nets import precision as precision_lib
 from ..nets import vgg
+from ..objective.guidance import GUIDE_METHODS
 from ..objective.losses import TV_NORMS
 from ..objective.perceptual import NORMALIZATIONS, LossSpec, LossWeights
 from ..optim import optimizers as optim
@@ -79,10 +80,23 @@ class StyleConfig:
     # Convolution precision (jaxstyle.nets.precision): float32 | tf32 | bfloat16 activations. Gram matrices and
     # losses always accumulate in float32.
     precision: str = "float32"
+    # Spatial control (Gatys et al. 2017, with content/style masks): how a mask is carried down to each layer,
+    # simple (downsampled), inside (eroded to the neurons that see only the region) or all (dilated).
+    mask_method: str = "simple"
+    # Coarse-to-fine (docs/highres.md): the long sides of the stages, smallest first; each stage starts from the
+    # previous result upsampled. Given, its last entry is the output size (image_size is set to it). Or
+    # num_scales stages ending at image_size, each half the next one's size.
+    scales: tuple[int, ...] | None = None
+    num_scales: int = 1
+    scale_iterations: tuple[int, ...] | None = None  # iterations of each stage; None: `iterations` each
+    # Average of iterates (as crowsonkb/style-transfer-pytorch): the output is the bias-corrected exponential
+    # moving average of the iterates with this decay (0: off, the last iterate), restarted at every stage.
+    average: float = 0.0
 
     def __post_init__(self):
         # Sequences from Python lists or JSON become tuples: the config is hashable and compares equal.
-        for name in ("content_layers", "style_layers", "style_layer_weights", "style_blend_weights"):
+        for name in ("content_layers", "style_layers", "style_layer_weights", "style_blend_weights", "scales",
+                     "scale_iterations"):
             value = getattr(self, name)
             if isinstance(value, (list, tuple)):
                 object.__setattr__(self, name, tuple(value))
@@ -90,6 +104,32 @@ class StyleConfig:
         self._check_choices()
         self._check_layers("vgg19")  # vgg16's layers are a subset; check_against checks the real network's
         _check_weights("style_layer_weights", self.style_layer_weights, len(self.style_layers), "style layers")
+        self._check_scales()
+        if self.scales:
+            object.__setattr__(self, "image_size", self.scales[-1])
+
+    def _check_scales(self) -> None:
+        if not 0.0 <= self.average < 1.0:
+            raise ConfigError("average", f" must be in [0, 1) (0: off), not {self.average}")
+        if self.num_scales < 1:
+            raise ConfigError("num_scales", f" must be >= 1, not {self.num_scales}")
+        if self.scales is not None:
+            if self.num_scales != 1:
+                raise ConfigError("num_scales", " and scales both set the stages — give one of them")
+            if not self.scales or any(b <= a for a, b in zip(self.scales, self.scales[1:])) or \
+                    min(self.scales) < vgg.MIN_SIZE:
+                raise ConfigError("scales", f" must be increasing sizes >= {vgg.MIN_SIZE}, not {self.scales}")
+        if self.scale_iterations is not None:
+            n = len(self.scales) if self.scales else self.num_scales
+            if len(self.scale_iterations) != n or min(self.scale_iterations) < 0:
+                raise ConfigError("scale_iterations", f" needs {n} numbers >= 0 (one per stage), not "
+                                  f"{self.scale_iterations}")
+
+    @property
+    def total_iterations(self) -> int:
+        """Iterations of the whole run, every stage of a coarse-to-fine run included."""
+        n = len(self.scales) if self.scales else self.num_scales
+        return sum(self.scale_iterations) if self.scale_iterations else self.iterations * n
 
     def _check_numbers(self) -> None:
         for name in ("content_weight", "style_weight", "tv_weight", "style_scale", "learning_rate"):
@@ -110,7 +150,7 @@ class StyleConfig:
                               ("optimizer", optim.OPTIMIZERS),
                               ("original_colors", ORIGINAL_COLORS), ("color_match", colour.COLOR_MATCH_METHODS),
                               ("mode", MODES), ("pooling", vgg.POOLINGS),
-                              ("precision", precision_lib.PRECISIONS)):
+                              ("precision", precision_lib.PRECISIONS), ("mask_method", GUIDE_METHODS)):
             if getattr(self, name) not in allowed:
                 raise ConfigError(name, f" must be one of {', '.join(allowed)}, not {getattr(self, name)!r}")
 
@@ -135,6 +175,25 @@ def _check_weights(name: str, values, count: int | None, what: str) -> None:
         raise ConfigError(name, f" has {len(values)} values but there are {count} {what}")
     if any(not math.isfinite(v) or v < 0 for v in values) or sum(values) <= 0:
         raise ConfigError(name, " must be finite, >= 0 and not all zero")
+
+
+def stage_sizes(config: StyleConfig, final_long: int) -> tuple[int, ...]:
+    """The long side of each coarse-to-fine stage (one entry: a single stage) for an output of ``final_long``."""
+    if config.scales:
+        return config.scales
+    return tuple(max(vgg.MIN_SIZE, round(final_long / 2 ** k)) for k in reversed(range(config.num_scales)))
+
+
+def stage_configs(config: StyleConfig, final_long: int) -> list[StyleConfig]:
+    """One config per stage: its image size, and as ``iterations`` the iteration count at its end (the run's
+    iteration counter goes on across stages); one stage: ``[config]`` itself."""
+    sizes = stage_sizes(config, final_long)
+    if len(sizes) == 1:
+        return [config]
+    per_stage = config.scale_iterations or (config.iterations,) * len(sizes)
+    ends = np.cumsum(per_stage).tolist()
+    return [dataclasses.replace(config, scales=None, num_scales=1, scale_iterations=None, image_size=int(size),
+                                iterations=int(end)) for size, end in zip(sizes, ends)]
 
 
 def loss_spec(config: StyleConfig) -> LossSpec:

@@ -14,14 +14,15 @@ from ..nets.vgg import long_side_shape  # noqa: F401  (re-exported: the CLI and 
 from ..nets.model import VGGModel
 from ..nets.model import extract_features
 from ..objective.perceptual import LossSpec, LossWeights
-from ..objective.targets import Targets, content_targets, style_targets
+from ..objective.targets import Targets, content_targets, output_guides, style_targets
 from .config import INITS, StyleConfig, loss_spec, loss_weights
 
 # The targets in one compiled call each instead of op-by-op dispatch (each eager op compiles separately and too
 # quickly for the persistent cache): warm start-up prepare 2.9 s -> 1.4 s at 64 px on the loaded 2-core CPU,
 # see docs/benchmarks.md ("Compile time").
 _content_targets_jit = jax.jit(content_targets, static_argnums=(2, 3))
-_style_targets_jit = jax.jit(style_targets, static_argnums=(2, 3))
+_style_targets_jit = jax.jit(style_targets, static_argnums=(2, 3, 5))
+_output_guides_jit = jax.jit(output_guides, static_argnums=(2, 3))
 
 
 def init_image(kind, shape, *, content=None, style=None, seed: int = 0) -> jax.Array:
@@ -70,30 +71,72 @@ def _as_image(x, what: str) -> jax.Array:
     return a
 
 
-def prepare(model: VGGModel, content, styles, config: StyleConfig, target_cache=None) -> Problem:
+def _as_mask(x, what: str, hw) -> jax.Array:
+    """A mask (HW, or HWC averaged over channels) in [0, 1], resized (bilinear, antialiased) to ``hw``."""
+    if isinstance(x, (str, bytes)) or hasattr(x, "__fspath__"):
+        raise UsageError(f"{what} must be an HW array in [0, 1], not the path {x!r} — read it with "
+                         "jaxstyle.io.images.load_mask")
+    m = jnp.asarray(x, jnp.float32)
+    m = m.mean(axis=-1) if m.ndim == 3 else m
+    if m.ndim != 2:
+        raise UsageError(f"{what} must be an HW (or HWC) array, got shape {jnp.shape(x)}")
+    hw = tuple(int(v) for v in hw)
+    if m.shape != hw:
+        m = jax.image.resize(m, hw, method="linear", antialias=True)
+    return jnp.clip(m, 0.0, 1.0)
+
+
+def _masks(content_masks, style_masks, styles, shape, config: StyleConfig):
+    """(output guides ``(S, H, W)`` or None, style guides: one ``(H, W)`` or None per style image)."""
+    if content_masks is None:
+        if style_masks is not None:
+            raise UsageError("style masks need content masks: one --content-mask per style image says where "
+                             "its style goes")
+        return None, None
+    if config.mode == "content":
+        raise UsageError("content and style masks assign styles to regions; --mode content has no style")
+    if len(content_masks) != len(styles):
+        raise UsageError(f"{len(content_masks)} content mask(s) for {len(styles)} style image(s) — give one "
+                         "content mask per style image (the region of the output it styles)")
+    if style_masks is not None and len(style_masks) != len(styles):
+        raise UsageError(f"{len(style_masks)} style mask(s) for {len(styles)} style image(s) — give one per "
+                         "style image (or none: each style image is used whole)")
+    guides = jnp.stack([_as_mask(m, f"content mask {k + 1}", shape[:2]) for k, m in enumerate(content_masks)])
+    style_guides = None if style_masks is None else [
+        None if m is None else _as_mask(m, f"style mask {k + 1}", s.shape[:2])
+        for k, (m, s) in enumerate(zip(style_masks, styles))]
+    return guides, style_guides
+
+
+def _sizes(content, styles, config: StyleConfig):
+    """(output shape, the content at output size or None) of ``config``'s mode and image size."""
+    if config.mode == "style":
+        hw = _as_image(content, "content").shape[:2] if content is not None else styles[0].shape[:2]
+        return (*long_side_shape(hw, config.image_size or max(hw)), 3), None
+    if content is None:
+        raise UsageError("a content image is needed (or use mode='style')")
+    c = _as_image(content, "content")
+    hw = c.shape[:2] if config.image_size is None else long_side_shape(c.shape[:2], config.image_size)
+    return (*hw, 3), resize(c, hw)
+
+
+def prepare(model: VGGModel, content, styles, config: StyleConfig, target_cache=None, *, content_masks=None,
+            style_masks=None) -> Problem:
     """Resize, colour-preprocess and compute targets once (the only part that sees the raw inputs).
 
     ``target_cache`` (a :class:`jaxstyle.io.target_cache.TargetCache`, used by the CLI) reuses the targets of an
     earlier run on the same pixels, network, layers and precision instead of recomputing them.
+
+    Spatial control (Gatys et al. 2017): ``content_masks``, one HW array in [0, 1] per style image, is the region
+    of the output that style image styles (any size: resized to the output; regions that no mask covers get no
+    style); ``style_masks``, one per style image or None (whole image), the part of the style image to take it
+    from. ``config.mask_method`` carries them down the network.
     """
     styles = [_as_image(s, "style") for s in (styles if isinstance(styles, (list, tuple)) else [styles])]
     if not styles and config.mode != "content":
         raise UsageError("at least one style image is needed")
     config.check_against(model.arch, len(styles) or None)
-    if config.mode == "style":
-        if content is not None:
-            hw = _as_image(content, "content").shape[:2]
-        else:
-            hw = styles[0].shape[:2]
-        shape = (*long_side_shape(hw, config.image_size or max(hw)), 3)
-        content_rgb = None
-    else:
-        if content is None:
-            raise UsageError("a content image is needed (or use mode='style')")
-        c = _as_image(content, "content")
-        hw = c.shape[:2] if config.image_size is None else long_side_shape(c.shape[:2], config.image_size)
-        content_rgb = resize(c, hw)
-        shape = (*hw, 3)
+    shape, content_rgb = _sizes(content, styles, config)
     style_long = round((config.image_size or max(shape[:2])) * config.style_scale)
     styles = [resize(s, long_side_shape(s.shape[:2], style_long)) for s in styles]
     content_seen = content_rgb
@@ -105,6 +148,21 @@ def prepare(model: VGGModel, content, styles, config: StyleConfig, target_cache=
         content_seen = colour.grey(cy)
     spec = loss_spec(config)
     weights = loss_weights(config, max(len(styles), 1))
+    guides, style_guides = _masks(content_masks, style_masks, styles, shape, config)
+    # Guided Grams depend on the masks, which the target cache's key does not hold: computed afresh.
+    content_t, grams = _targets(model, content_seen, styles, spec, None if guides is not None else target_cache,
+                                style_guides, config.mask_method)
+    if content_seen is None:  # style mode: the content term has weight 0; zeros of the right shape keep the
+        # loss structure (shapes from tracing alone, no forward pass)
+        like = jax.eval_shape(lambda x: extract_features(model, x, spec.content_layers), jnp.zeros(shape))
+        content_t = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), like)
+    layer_guides = (None if guides is None else
+                    _output_guides_jit(model, guides, spec.style_layers, config.mask_method))
+    return Problem(content_seen, content_rgb, styles, shape, Targets(content_t, grams, layer_guides), weights, spec)
+
+
+def _targets(model, content_seen, styles, spec: LossSpec, target_cache, style_guides, mask_method):
+    """(content features, style Grams): from ``target_cache`` when it holds them, else computed (and stored)."""
     content_layers = spec.content_layers if content_seen is not None else ()
     style_layers = spec.style_layers if styles else ()
     key = cached = None
@@ -112,15 +170,11 @@ def prepare(model: VGGModel, content, styles, config: StyleConfig, target_cache=
         key = target_cache.key(model, content_seen, styles, content_layers, style_layers, spec.precision)
         cached = target_cache.load(key, content_layers, style_layers, len(styles))
     if cached is not None:
-        content_t, grams = (jax.tree.map(jnp.asarray, d) for d in cached)
-    else:
-        content_t = (_content_targets_jit(model, content_seen, spec.content_layers, spec.precision)
-                     if content_seen is not None else {})
-        grams = _style_targets_jit(model, styles, spec.style_layers, spec.precision) if styles else {}
-        if target_cache is not None:
-            target_cache.save(key, content_t, grams)
-    if content_seen is None:  # style mode: the content term has weight 0; zeros of the right shape keep the
-        # loss structure (shapes from tracing alone, no forward pass)
-        like = jax.eval_shape(lambda x: extract_features(model, x, spec.content_layers), jnp.zeros(shape))
-        content_t = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), like)
-    return Problem(content_seen, content_rgb, styles, shape, Targets(content_t, grams), weights, spec)
+        return tuple(jax.tree.map(jnp.asarray, d) for d in cached)
+    content_t = (_content_targets_jit(model, content_seen, spec.content_layers, spec.precision)
+                 if content_seen is not None else {})
+    grams = (_style_targets_jit(model, styles, spec.style_layers, spec.precision, style_guides, mask_method)
+             if styles else {})
+    if target_cache is not None:
+        target_cache.save(key, content_t, grams)
+    return content_t, grams

@@ -22,9 +22,10 @@ from ..errors import NonFiniteLossError, UsageError
 from ..nets.model import VGGModel
 from ..objective.perceptual import LossSpec, loss_terms, total_loss
 from ..optim import loop
+from ..optim import optimizers as optim
 from ..optim.optimizers import make_optimizer
-from .config import StyleConfig
-from .problem import Problem, init_image, prepare
+from .config import StyleConfig, stage_configs
+from .problem import Problem, init_image, prepare, resize
 
 TERMS = ("content", "style", "tv")
 
@@ -58,12 +59,16 @@ class StylizeResult:
 
 def optimizer_of(config: StyleConfig):
     """The optimiser ``config`` asks for."""
-    return _optimizer(config.optimizer, config.learning_rate, config.lbfgs_memory)
+    return _optimizer(*_opt_key(config))
+
+
+def _opt_key(config: StyleConfig) -> tuple:
+    return config.optimizer, config.learning_rate, config.lbfgs_memory, config.average
 
 
 @functools.lru_cache(maxsize=16)
-def _optimizer(name: str, learning_rate: float, memory: int):
-    return make_optimizer(name, learning_rate=learning_rate, memory_size=memory)
+def _optimizer(name: str, learning_rate: float, memory: int, average: float = 0.0):
+    return make_optimizer(name, learning_rate=learning_rate, memory_size=memory, average=average)
 
 
 def state_template(config: StyleConfig, shape) -> loop.RunState:
@@ -101,8 +106,7 @@ def _programs(spec: LossSpec, opt_key: tuple):
 def programs(problem: Problem, config: StyleConfig, model: VGGModel, weights=None, *,
              host_loop: bool) -> loop.Programs:
     """:class:`~jaxstyle.optim.loop.Programs` for one run of ``problem`` (``weights``: its own, if given)."""
-    step, chunk, terms, reject = _programs(problem.spec, (config.optimizer, config.learning_rate,
-                                                          config.lbfgs_memory))
+    step, chunk, terms, reject = _programs(problem.spec, _opt_key(config))
     targets, weights = problem.targets, problem.weights if weights is None else weights
     return loop.Programs(
         step=(lambda s: step(model, targets, weights, *_split(s))) if host_loop else None,
@@ -154,7 +158,7 @@ def run_stylize(content, styles, model: VGGModel, config: StyleConfig = StyleCon
                 chunk: int = 50, callback: Callable[[Progress], None] | None = None,
                 resume: loop.RunState | None = None, history=(), init=None,
                 should_stop: Callable[[], bool] | None = None, host_loop: bool | None = None,
-                target_cache=None) -> StylizeResult:
+                target_cache=None, content_masks=None, style_masks=None) -> StylizeResult:
     """Optimise an image; return a :class:`StylizeResult` (also on Ctrl-C or a non-finite loss).
 
     ``chunk`` iterations run between reports (one compiled call, or ``chunk`` host-dispatched steps);
@@ -164,35 +168,79 @@ def run_stylize(content, styles, model: VGGModel, config: StyleConfig = StyleCon
     sets it from its SIGINT handler) for a clean stop whose state can still be checkpointed; a
     KeyboardInterrupt inside a chunk keeps the last completed image. ``host_loop`` (default: on CPU only) runs
     each chunk as jitted single steps dispatched from Python instead of one compiled while_loop: same step,
-    and 1.7-5x faster on XLA CPU (docs/benchmarks.md). ``target_cache``: see :func:`prepare`.
+    and 1.7-5x faster on XLA CPU (docs/benchmarks.md). ``target_cache``, ``content_masks`` and
+    ``style_masks`` (spatial control): see :func:`prepare`.
     """
     model = model.with_pooling(config.pooling)
-    problem = prepare(model, content, styles, config, target_cache)
     host_loop = host_loop_default() if host_loop is None else host_loop
-    progs = programs(problem, config, model, host_loop=host_loop)
-    state = last = start_state(problem, config, resume, init)
-    history = [dict(h) for h in history]
-    start = time.perf_counter() - (history[-1]["seconds"] if history else 0.0)
+    stages = stage_configs(config, _final_long(content, styles, config))
+    if len(stages) > 1 and resume is not None:
+        raise UsageError("a coarse-to-fine run (scales) cannot be resumed from a state; run it again")
+    run = _Run(callback, config.total_iterations, [dict(h) for h in history])
+    state = None
+    for k, stage in enumerate(stages):
+        problem = prepare(model, content, styles, stage, target_cache, content_masks=content_masks,
+                          style_masks=style_masks)
+        progs = programs(problem, stage, model, host_loop=host_loop)
+        if state is None:
+            state = start_state(problem, stage, resume, init)
+        else:  # the next stage starts from the previous result, upsampled; the optimiser state carried over
+            x = resize(optim.output(state.opt_state, state.x), problem.shape[:2])
+            state = loop.restart(state, x, optim.rescale_state(optimizer_of(stage), state.opt_state, x))
+        state, ended = run.stage(problem, stage, progs, state, chunk, should_stop)
+        if ended is not None or k == len(stages) - 1:
+            return ended or _result(problem, stage, state, run.history,
+                                    "done" if int(state.iteration) >= stage.iterations else "interrupted")
+    raise AssertionError("unreachable: a run has at least one stage")
 
-    def on_chunk(s, terms, values):
-        nonlocal last
-        last = s
-        t = {k: float(v) for k, v in terms.items()}
-        record = {"iteration": int(s.iteration), **t, "seconds": time.perf_counter() - start}
-        history.append(record)
-        if callback is not None:
-            values = np.asarray(values)
-            callback(Progress(record["iteration"], config.iterations, finish(problem, config, s.x), t,
-                              _finite_prefix(values), int(s.evaluations), record["seconds"], s))
 
-    try:
-        state = loop.run_chunks(progs, state, config.iterations, chunk, on_chunk=on_chunk, should_stop=should_stop)
-    except KeyboardInterrupt:  # inside a chunk: its donated optimiser state is gone, the last chunk's image is not
-        return _result(problem, config, last, history, "interrupted", resumable=False)
-    if not bool(state.finite):
-        return _result(problem, config, state, history, "nonfinite", _message(progs, state))
-    return _result(problem, config, state, history, "done" if int(state.iteration) >= config.iterations
-                   else "interrupted")
+def _final_long(content, styles, config: StyleConfig) -> int:
+    """The output's long side (for the stage sizes): ``image_size``, else the content's (style mode: style's)."""
+    if config.image_size is not None:
+        return config.image_size
+    source = content if content is not None else (styles[0] if isinstance(styles, (list, tuple)) else styles)
+    return int(max(np.shape(source)[:2]))
+
+
+class _Run:
+    """The reports of one run across its stages: history records, callbacks, the last completed state."""
+
+    def __init__(self, callback, total: int, history: list):
+        self.callback, self.total, self.history = callback, total, history
+        self.start = time.perf_counter() - (history[-1]["seconds"] if history else 0.0)
+        self.last = None
+
+    def stage(self, problem, config, progs, state, chunk, should_stop):
+        """Run one stage to ``config.iterations``: (state, None), or (state, the result) where the run ended."""
+        self.last = state
+
+        def on_chunk(s, terms, values):
+            self.last = s
+            t = {k: float(v) for k, v in terms.items()}
+            record = {"iteration": int(s.iteration), **t, "seconds": time.perf_counter() - self.start}
+            self.history.append(record)
+            if self.callback is not None:
+                self.callback(Progress(record["iteration"], self.total, finish(problem, config, image_of(s)), t,
+                                       _finite_prefix(np.asarray(values)), int(s.evaluations), record["seconds"],
+                                       s))
+
+        try:
+            state = loop.run_chunks(progs, state, config.iterations, chunk, on_chunk=on_chunk,
+                                    should_stop=should_stop)
+        except KeyboardInterrupt:  # inside a chunk: its donated optimiser state is gone, the last chunk's image
+            # is not
+            return state, _result(problem, config, self.last, self.history, "interrupted", resumable=False)
+        if not bool(state.finite):
+            return state, _result(problem, config, state, self.history, "nonfinite", _message(progs, state))
+        if int(state.iteration) < config.iterations:
+            return state, _result(problem, config, state, self.history, "interrupted")
+        return state, None
+
+
+def image_of(state: loop.RunState, usable: bool = True) -> jax.Array:
+    """The image a state stands for: the average of iterates when the optimiser keeps one (``usable``: its
+    state was not donated away), else the iterate."""
+    return optim.output(state.opt_state, state.x) if usable and state.finite else state.x
 
 
 def _finite_prefix(values) -> np.ndarray:
@@ -206,21 +254,24 @@ def _result(problem, config, state, history, status, message="", resumable=True)
     if status == "interrupted":
         message = f"interrupted after {iteration} iterations; kept the last good image"
     keep = resumable and status != "nonfinite"
-    return StylizeResult(finish(problem, config, state.x), iteration, int(state.evaluations), history, status,
-                         message, state if keep else None)
+    return StylizeResult(finish(problem, config, image_of(state, resumable)), iteration, int(state.evaluations),
+                         history, status, message, state if keep else None)
 
 
-def stylize(content, style, *, model: VGGModel | None = None, **options) -> np.ndarray:
+def stylize(content, style, *, model: VGGModel | None = None, content_masks=None, style_masks=None,
+            **options) -> np.ndarray:
     """Stylize ``content`` (an HWC array in [0, 1]) with one or more ``style`` images; return the image.
 
     ``options`` are :class:`StyleConfig` fields (e.g. ``style_weight=1e5, iterations=300``). Without ``model``
-    the random VGG is used (with its warning). Raises :class:`NonFiniteLossError` if the loss diverges.
+    the random VGG is used (with its warning). ``content_masks`` (one HW array in [0, 1] per style image: where
+    it goes) and ``style_masks`` assign styles to regions (Gatys et al. 2017, see :func:`prepare`). Raises
+    :class:`NonFiniteLossError` if the loss diverges.
     """
     from ..nets.model import load_vgg
 
     config = StyleConfig(**options)
     model = model if model is not None else load_vgg("random", pooling=config.pooling)
-    result = run_stylize(content, style, model, config)
+    result = run_stylize(content, style, model, config, content_masks=content_masks, style_masks=style_masks)
     if result.status == "nonfinite":
         raise NonFiniteLossError(result.message)
     if result.status == "interrupted":

@@ -275,6 +275,9 @@ def stylize_many(content, style, settings: Mapping[str, Any], *, model: VGGModel
     1e-4), where ``configs = run_configs(...)``.
     """
     start = time.perf_counter()
+    if config.scales or config.num_scales > 1 or config.average:  # run_stylize's, not (yet) vmapped here
+        raise UsageError("a sweep runs one stage and outputs the last iterate: --scales, --num-scales and "
+                         "--average are for stylize")
     model = model.with_pooling(config.pooling)
     problem = prepare(model, content, style, config, target_cache)  # targets: once, shared by every run
     n_styles = max(len(problem.styles), 1)

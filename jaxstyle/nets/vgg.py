@@ -132,6 +132,22 @@ def validate_layers(arch: str, layers: Iterable[str]) -> tuple[str, ...]:
     return layers
 
 
+def max_pool_2x2(x: jax.Array) -> jax.Array:
+    """2x2 max pooling, stride 2, odd edges dropped (as ``nn.max_pool(x, (2, 2), strides=(2, 2))``), written as a
+    max over a reshape.
+
+    Same values; same gradients wherever a window's maximum is unique. Ties split the gradient (reduce_max's rule)
+    where select_and_scatter gives it to one position; in VGG the inputs are ReLU outputs, so ties are windows of
+    zeros, whose gradient the ReLU below stops anyway. Why: XLA CPU's select_and_scatter (nn.max_pool's gradient)
+    held 1000 B per input pixel more at the peak of one loss-and-gradient evaluation (3896 -> 2896 B/px with
+    VGG16, default layers; docs/highres.md, "Why 1.7x PyTorch's memory"), for about 1 % more time per evaluation
+    (0.769 vs 0.759 s at 256², docs/benchmarks.md).
+    """
+    n, h, w, c = x.shape
+    x = x[:, : h // 2 * 2, : w // 2 * 2]
+    return x.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+
+
 class VGG(nn.Module):
     """The VGG conv stack. ``apply(params, images, layers=(...))`` returns ``{layer: features}``.
 
@@ -166,8 +182,7 @@ class VGG(nn.Module):
                 if keep(f"relu{b}_{i}", x):
                     return out
             # Gatys et al. 2016: average pooling "slightly improves gradient flow"; max is VGG's own.
-            pool = nn.max_pool if self.pooling == "max" else nn.avg_pool
-            x = pool(x, (2, 2), strides=(2, 2))
+            x = max_pool_2x2(x) if self.pooling == "max" else nn.avg_pool(x, (2, 2), strides=(2, 2))
             if keep(f"pool{b}", x):
                 return out
         return out

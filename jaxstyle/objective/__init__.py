@@ -5,9 +5,10 @@
 normalisation, :func:`loss_terms` and :func:`total_loss`). Pure functions over pytrees; no I/O, no ``jit``.
 """
 
+from .guidance import GUIDE_METHODS, guided_gram, layer_guides
 from .losses import TV_NORMS, content_loss, gram_matrix, style_layer_loss, tv_loss
 from .perceptual import NORMALIZATIONS, LossSpec, LossWeights, loss_terms, total_loss
-from .targets import Targets, content_targets, style_targets
+from .targets import Targets, content_targets, output_guides, style_targets
 
-__all__ = ["NORMALIZATIONS", "TV_NORMS", "LossSpec", "LossWeights", "Targets", "content_loss", "content_targets",
+__all__ = ["GUIDE_METHODS", "guided_gram", "layer_guides", "output_guides", "NORMALIZATIONS", "TV_NORMS", "LossSpec", "LossWeights", "Targets", "content_loss", "content_targets",
            "gram_matrix", "loss_terms", "style_layer_loss", "style_targets", "total_loss", "tv_loss"]

@@ -36,9 +36,13 @@ def style_layer_loss(features: jax.Array, target_gram: jax.Array) -> jax.Array:
     ``target_gram`` must be the Gram of the style image at the same ``M`` as ``features`` (see
     :func:`jaxstyle.objective.style_targets`, which rescales Grams of differently sized style images).
     """
-    n = features.shape[-1]
-    m = features.shape[-2] * features.shape[-3]
-    diff = gram_matrix(features) - target_gram
+    return style_layer_loss_of_gram(gram_matrix(features), target_gram, features.shape[-1],
+                                    features.shape[-2] * features.shape[-3])
+
+
+def style_layer_loss_of_gram(gram: jax.Array, target_gram: jax.Array, n: int, m: int) -> jax.Array:
+    """``E_l`` from the Gram ``G`` itself, for ``n`` = N_l channels over ``m`` = M_l positions."""
+    diff = gram - target_gram
     return jnp.sum(diff * diff) / (4.0 * n**2 * m**2)
 
 

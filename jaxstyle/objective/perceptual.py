@@ -14,7 +14,8 @@ import jax.numpy as jnp
 
 from ..nets.model import VGGModel
 from ..nets.model import extract_features
-from .losses import content_loss, style_layer_loss, tv_loss
+from .guidance import guide_mass
+from .losses import content_loss, gram_matrix, style_layer_loss_of_gram, tv_loss
 from .targets import Targets
 
 _EPS = 1e-12
@@ -46,29 +47,57 @@ class LossWeights(NamedTuple):
 
 def content_term(features: jax.Array, target: jax.Array, normalization: str) -> jax.Array:
     """One content layer's term: the paper's ``L_content``, scaled by ``normalization``."""
-    term = content_loss(features, target)  # 1/2 sum (F - P)^2
+    return content_loss(features, target) * content_scale(target, normalization)  # 1/2 sum (F - P)^2 x scale
+
+
+def content_scale(target: jax.Array, normalization: str) -> jax.Array:
+    """The factor ``normalization`` puts on the paper's content loss for ``target`` (it depends on the target
+    only, so a tiled evaluation can apply it to each tile's share of the sum)."""
     if normalization == "size":  # mean instead of sum over N_l * M_l
-        return term / target.size
+        return jnp.float32(1.0 / target.size)
     if normalization == "relative":  # relative squared error: / (1/2 sum P^2)
-        return term / (content_loss(target, jnp.zeros_like(target)) + _EPS)
+        return 1.0 / (content_loss(target, jnp.zeros_like(target)) + _EPS)
     if normalization == "neural-style":  # nn.MSECriterion / nn.MSELoss: mean (F - P)^2
-        return 2.0 * term / target.size
-    return term
+        return jnp.float32(2.0 / target.size)
+    return jnp.float32(1.0)
 
 
 def style_term(features: jax.Array, target_gram: jax.Array, normalization: str) -> jax.Array:
-    """One style layer's term: the paper's ``E_l`` for the Gram ``target_gram`` (at this M_l), scaled.
+    """One style layer's term: the paper's ``E_l`` for the Gram ``target_gram`` (at this M_l), scaled."""
+    n, m = features.shape[-1], features.shape[0] * features.shape[1]
+    return style_term_of_gram(gram_matrix(features), target_gram, n, m, normalization)
+
+
+def style_term_of_gram(gram: jax.Array, target_gram: jax.Array, n: int, m: int, normalization: str) -> jax.Array:
+    """:func:`style_term` from the generated image's Gram ``G`` (N_l = ``n`` channels, M_l = ``m`` positions): a
+    tiled evaluation (objective.tiled) sums ``G`` over tiles first.
 
     neural-style divides both Grams by the layer's element count N_l M_l and takes their mean squared error over
     the N_l^2 entries: ``sum (G - A)^2 / (N_l^4 M_l^2) = 4 E_l / N_l^2``.
     """
-    term = style_layer_loss(features, target_gram)  # sum (G - A)^2 / (4 N^2 M^2)
-    n, m = features.shape[-1], features.shape[0] * features.shape[1]
+    term = style_layer_loss_of_gram(gram, target_gram, n, m)  # sum (G - A)^2 / (4 N^2 M^2)
     if normalization == "relative":  # sum (G - A)^2 / sum A^2
         return term / (jnp.sum(target_gram * target_gram) / (4.0 * n**2 * m**2) + _EPS)
     if normalization == "neural-style":
         return 4.0 * term / n**2
     return term
+
+
+def guided_style_term(features: jax.Array, grams: jax.Array, guides: jax.Array, blend: jax.Array,
+                      spec: LossSpec) -> jax.Array:
+    """Spatial control (Gatys et al. 2017): one style layer's term summed over regions, region ``r`` (the guide
+    ``guides[r]``, ``(H_l, W_l)``) matched to style image ``r``'s (guided) Gram ``grams[r]``.
+
+    Each region's term is :func:`style_term` of the guided features ``F * T_r`` against the target Gram brought
+    to the region's mass ``sum T_r^2`` (as the unguided term brings it to M_l). Departure: the paper sums the
+    region terms; here each is weighted by its style's blend weight times the number of styles (equal blend
+    weights: 1 each, the paper's sum), so ``--style-blend-weights`` still balances the styles.
+    """
+    def region(guide, gram):
+        return style_term(features * guide[..., None], gram * guide_mass(guide), spec.normalization)
+
+    terms = jax.vmap(region)(guides, grams)
+    return jnp.sum(terms * blend) * blend.shape[0]
 
 
 def tv_term(image: jax.Array, model: VGGModel, spec: LossSpec) -> jax.Array:
@@ -97,6 +126,10 @@ def loss_terms(image: jax.Array, model: VGGModel, targets: Targets, weights: Los
     style = jnp.float32(0.0)
     for i, layer in enumerate(style_layers):
         f = feats[layer]
+        if targets.guides is not None:
+            style = style + weights.style_layers[i] * guided_style_term(f, targets.grams[layer],
+                                                                        targets.guides[layer], weights.blend, spec)
+            continue
         # The blended Gram of the style images, each brought to this image's M_l (see targets.style_targets).
         blended = jnp.tensordot(weights.blend, targets.grams[layer], axes=1) * (f.shape[0] * f.shape[1])
         style = style + weights.style_layers[i] * style_term(f, blended, spec.normalization)

@@ -55,6 +55,14 @@ def init(optimizer: Optimizer, x) -> RunState:
     return RunState(x, x, opt_state, zero, zero, zero, zero, jnp.bool_(True))
 
 
+def restart(state: RunState, x, opt_state) -> RunState:
+    """``state`` moved to the image ``x`` (another size: the next coarse-to-fine stage) with ``opt_state``; the
+    counters go on (pure)."""
+    x = jnp.asarray(x, jnp.float32)
+    opt_state = jax.tree.map(lambda a: jnp.array(a, dtype=jnp.asarray(a).dtype, copy=True), opt_state)
+    return state._replace(x=x, x_prev=x, opt_state=opt_state, iteration_prev=state.iteration)
+
+
 def running(state: RunState) -> jax.Array:
     """Whether ``step`` would advance ``state``: all losses finite so far, and the chunk not done."""
     return state.finite & (state.iteration < state.stop_at)

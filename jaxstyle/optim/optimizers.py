@@ -39,6 +39,23 @@ class Optimizer:
     name: str
     init: Callable[[jax.Array], Any]
     step: Callable[..., Update]  # step(fun, x, opt_state, budget) -> Update; pure
+    # The state for the image ``x`` of another size (coarse-to-fine) from a state at the previous size, or None:
+    # start afresh (``init(x)``), as L-BFGS does (its curvature pairs belong to the old pixels).
+    rescale: Callable[[Any, jax.Array], Any] | None = None
+
+
+def rescale_state(optimizer: Optimizer, opt_state, x: jax.Array):
+    """``opt_state`` carried to the image ``x`` (another size): :attr:`Optimizer.rescale`, else a fresh state."""
+    return optimizer.init(x) if optimizer.rescale is None else optimizer.rescale(opt_state, x)
+
+
+def _resize_like(x: jax.Array):
+    """Resize every leaf of an image's shape (old size) to ``x``'s: bilinear, so non-negative stays so."""
+    def resize(a):
+        if getattr(a, "ndim", 0) == x.ndim and a.shape[-1] == x.shape[-1] and a.shape != x.shape:
+            return jax.image.resize(a, x.shape, method="linear", antialias=True).astype(a.dtype)
+        return a
+    return resize
 
 
 def _optax_lbfgs(memory_size: int, linesearch: bool, max_linesearch_steps: int) -> Optimizer:
@@ -79,7 +96,46 @@ def _optax_adam(learning_rate: float) -> Optimizer:
         x_new = jnp.clip(optax.apply_updates(x, updates), 0.0, 1.0)
         return Update(x_new, new_state, value, jnp.int32(1), jnp.int32(1))
 
-    return Optimizer("adam", opt.init, step)
+    # Coarse-to-fine: the moments (mu, nu) resized to the new image, the step count kept, as
+    # crowsonkb/style-transfer-pytorch's scale_adam does.
+    return Optimizer("adam", opt.init, step, rescale=lambda state, x: jax.tree.map(_resize_like(x), state))
+
+
+class Averaged(NamedTuple):
+    """The state of :func:`averaged`: the inner optimiser's, and the running mean of the iterates."""
+
+    inner: Any
+    mean: jax.Array  # the bias-corrected exponential moving average of the iterates so far
+    count: jax.Array  # int32: iterates averaged
+
+
+def averaged(optimizer: Optimizer, decay: float) -> Optimizer:
+    """``optimizer`` that also keeps the exponential moving average of its iterates (Polyak-style averaging, as
+    crowsonkb/style-transfer-pytorch's EMA): ``mean_t = mean_{t-1} + (1 - d) / (1 - d^t) (x_t - mean_{t-1})``,
+    the bias-corrected EMA (``mean_1 = x_1``). The steps are the inner optimiser's; :func:`output` reads the
+    mean. A rescale keeps the inner state's rule and restarts the mean at the new image."""
+    def init(x):
+        return Averaged(optimizer.init(x), jnp.asarray(x, jnp.float32), jnp.int32(0))
+
+    def step(fun, x, state, budget=1):
+        u = optimizer.step(fun, x, state.inner, budget)
+        t = state.count + 1
+        rate = (1.0 - decay) / (1.0 - jnp.float32(decay) ** t.astype(jnp.float32))
+        mean = state.mean + rate * (u.x - state.mean)
+        return u._replace(opt_state=Averaged(u.opt_state, mean, t))
+
+    def rescale(state, x):
+        return Averaged(rescale_state(optimizer, state.inner, x), jnp.asarray(x, jnp.float32), jnp.int32(0))
+
+    return Optimizer(f"{optimizer.name}+average", init, step, rescale)
+
+
+def output(opt_state, x: jax.Array) -> jax.Array:
+    """The image to show or keep for the iterate ``x``: the average of iterates under :func:`averaged`, else
+    ``x`` itself."""
+    if isinstance(opt_state, Averaged):
+        return jnp.where(opt_state.count > 0, opt_state.mean, x)
+    return x
 
 
 def _scipy_lbfgs(memory_size: int) -> Optimizer:
@@ -108,9 +164,13 @@ def _scipy_lbfgs(memory_size: int) -> Optimizer:
 
 
 def make_optimizer(name: str = "lbfgs", *, learning_rate: float = 0.02, memory_size: int = 100,
-                   max_linesearch_steps: int = 20) -> Optimizer:
+                   max_linesearch_steps: int = 20, average: float = 0.0) -> Optimizer:
     """Build an optimiser by name: ``lbfgs`` (optax, zoom line search), ``lbfgs-nols`` (optax, unit steps),
-    ``adam`` (optax, projected to [0, 1]) or ``scipy-lbfgs`` (jax.scipy.optimize.minimize)."""
+    ``adam`` (optax, projected to [0, 1]) or ``scipy-lbfgs`` (jax.scipy.optimize.minimize); with ``average``
+    > 0, :func:`averaged` with that decay."""
+    if average > 0:
+        return averaged(make_optimizer(name, learning_rate=learning_rate, memory_size=memory_size,
+                                       max_linesearch_steps=max_linesearch_steps), average)
     if name == "lbfgs":
         return _optax_lbfgs(memory_size, True, max_linesearch_steps)
     if name == "lbfgs-nols":
