@@ -3,7 +3,7 @@
 For each size (256, 512 by default) and side: train images/s (one Adam step on a batch of 4 crops: network
 forward, VGG16 features of output and content, Johnson's losses, backward, update) and apply images/s (network
 forward on a batch of 4). Both sides use the same random VGG16 ``.npz``, all CPU threads, float32, warm-up steps
-excluded. ``python benchmarks/fast_bench.py [--sizes 256 512] [--steps 5] [--out benchmarks/results/fast.json]``
+excluded; the two sides' timed calls alternate, so a load that changes during the run affects both alike. ``python benchmarks/fast_bench.py [--sizes 256 512] [--steps 5] [--out benchmarks/results/fast.json]``
 """
 
 from __future__ import annotations
@@ -37,19 +37,23 @@ def vgg16_file() -> str:
     return path
 
 
-def timed(fn, steps: int, warmup: int = 2) -> float:
-    """Median seconds per call of ``fn`` (which must block until its work is done)."""
-    for _ in range(warmup):
-        fn()
-    times = []
+def timed_pair(fns: dict, steps: int, warmup: int = 2) -> dict:
+    """Median seconds per call of each function (each must block until done), the calls alternating between
+    the functions so that both sides see the same machine load (the machine this was built on is shared)."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict = {k: [] for k in fns}
     for _ in range(steps):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return float(np.median(times))
+        for k, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t)
+    return {k: float(np.median(v)) for k, v in times.items()}
 
 
-def jax_side(size: int, steps: int, weights: str) -> dict:
+def jax_side(size: int, weights: str) -> dict:
+    """The jaxstyle train step and apply as blocking callables (``train``, ``apply``)."""
     import jax
 
     import jaxstyle
@@ -74,14 +78,14 @@ def jax_side(size: int, steps: int, weights: str) -> dict:
     x = jax.numpy.asarray(rng.random((BATCH, size, size, 3)).astype(np.float32))
     fwd = _jitted(net, False)
     w = jax.numpy.ones((1,), jax.numpy.float32)
-    t_train = timed(train_once, steps)
-    params = box["state"].params  # after training: the step donates (deletes) the state it is given
-    t_apply = timed(lambda: fwd(params, x, w).block_until_ready(), steps)
-    return {"train_images_per_s": BATCH / t_train, "apply_images_per_s": BATCH / t_apply,
-            "train_step_s": t_train, "apply_batch_s": t_apply}
+
+    def apply_once():  # the current parameters: the step donates (deletes) the state it is given
+        fwd(box["state"].params, x, w).block_until_ready()
+
+    return {"train": train_once, "apply": apply_once}
 
 
-def torch_side(size: int, steps: int, weights: str) -> dict:
+def torch_side(size: int, weights: str) -> dict:
     import torch
 
     from benchmarks.torch_fast import JohnsonTrainer, TransformerNet
@@ -100,10 +104,19 @@ def torch_side(size: int, steps: int, weights: str) -> dict:
         with torch.no_grad():
             net(x)
 
-    t_train = timed(lambda: trainer.step(x), steps)
-    t_apply = timed(apply_once, steps)
-    return {"train_images_per_s": BATCH / t_train, "apply_images_per_s": BATCH / t_apply,
-            "train_step_s": t_train, "apply_batch_s": t_apply, "torch": torch.__version__}
+    return {"train": lambda: trainer.step(x), "apply": apply_once, "version": torch.__version__}
+
+
+def measure(size: int, steps: int, weights: str) -> dict:
+    j, t = jax_side(size, weights), torch_side(size, weights)
+    row: dict = {"size": size, "jax": {}, "torch": {"torch": t["version"]}}
+    for what in ("train", "apply"):
+        sec = timed_pair({"jax": j[what], "torch": t[what]}, steps)
+        for side in ("jax", "torch"):
+            row[side][f"{what}_images_per_s"] = BATCH / sec[side]
+            row[side]["train_step_s" if what == "train" else "apply_batch_s"] = sec[side]
+        row[f"{what}_time_ratio"] = sec["jax"] / sec["torch"]
+    return row
 
 
 def main(argv=None) -> int:
@@ -116,18 +129,17 @@ def main(argv=None) -> int:
     import jax
 
     weights = vgg16_file()
-    rows = []
+    load_before, rows = os.getloadavg()[0], []
     for size in args.sizes:
-        j, t = jax_side(size, args.steps, weights), torch_side(size, args.steps, weights)
-        rows.append({"size": size, "jax": j, "torch": t,
-                     "train_time_ratio": j["train_step_s"] / t["train_step_s"],
-                     "apply_time_ratio": j["apply_batch_s"] / t["apply_batch_s"]})
+        rows.append(measure(size, args.steps, weights))
+        j, t = rows[-1]["jax"], rows[-1]["torch"]
         print(f"{size}px  train img/s: jax {j['train_images_per_s']:.2f}  torch {t['train_images_per_s']:.2f}  "
               f"(jax time / torch time {rows[-1]['train_time_ratio']:.2f})   apply img/s: jax "
               f"{j['apply_images_per_s']:.2f}  torch {t['apply_images_per_s']:.2f}  "
               f"(ratio {rows[-1]['apply_time_ratio']:.2f})", flush=True)
     report = {"device": str(jax.devices()[0]), "backend": jax.default_backend(), "cpus": os.cpu_count(),
               "machine": platform.machine(), "jax": jax.__version__, "batch": BATCH, "steps": args.steps,
+              "load_average_1min": [round(load_before, 1), round(os.getloadavg()[0], 1)],
               "rows": rows}
     if args.out:
         from jaxstyle.atomic import atomic_write
