@@ -103,13 +103,12 @@ def plan_outputs(files, outdir: str, ext: str) -> list[str]:
 
 def execute(args) -> int:
     from ..io import images
-    from ..fast.inference import apply, parse_mix as check_mix
+    from ..fast.inference import apply, check_tile, parse_mix as check_mix
     from ..fast.model_file import load_model
 
     if args.batch_size < 1 or (args.image_size is not None and args.image_size < 16):
         raise UsageError("--batch-size must be >= 1 and --image-size >= 16")
-    if args.tile is not None and (args.tile < 0 or 0 < args.tile < 4):
-        raise UsageError(f"--tile must be 0 (never) or at least 4 px, got {args.tile}")
+    check_tile(args.tile)  # before any image is read
     model = load_model(args.model)
     mix = parse_mix(args.style_mix)
     check_mix(model, mix)  # validate before reading images

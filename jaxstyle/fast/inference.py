@@ -58,6 +58,12 @@ def parse_mix(model: FastModel, mix) -> np.ndarray:
     return np.asarray(style_weights(n, mix=mix))
 
 
+def check_tile(tile: int | None) -> None:
+    """``tile`` is None (automatic), 0 (whole image) or a window side of at least :data:`MIN_SIZE` px."""
+    if tile is not None and (tile < 0 or 0 < tile < MIN_SIZE):
+        raise UsageError(f"tile must be 0 (whole image) or at least {MIN_SIZE} px, got {tile}")
+
+
 def use_tiles(net: TransformerNet, shape, tile: int | None) -> int:
     """The tile side for images of ``shape`` (``(..., H, W, 3)``): ``tile`` itself, 0 (whole image), or for
     ``None`` :data:`AUTO_TILE` when the image has more than :data:`AUTO_TILE_PIXELS` pixels (and the network is
@@ -65,8 +71,7 @@ def use_tiles(net: TransformerNet, shape, tile: int | None) -> int:
     if tile is None:
         large = shape[-3] * shape[-2] > AUTO_TILE_PIXELS
         return AUTO_TILE if large and not layers.variant_fields(net) else 0
-    if tile < 0 or 0 < tile < MIN_SIZE:
-        raise UsageError(f"tile must be 0 (whole image) or at least {MIN_SIZE} px, got {tile}")
+    check_tile(tile)
     return tile
 
 
