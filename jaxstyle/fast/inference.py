@@ -16,8 +16,8 @@ import numpy as np
 
 from .. import colour
 from ..errors import UsageError
-from . import layers, tiled
-from .net import FastModel, TransformerNet, style_weights
+from . import tiled
+from .net import FastModel, TransformerNet, style_weights, variant_fields
 
 MIN_SIZE = 4  # the network's reflection padding needs more than 2 px after two stride-2 layers
 # Whole-image inference needs ~520 bytes of temporary buffers per pixel (paper width, float32; XLA's
@@ -70,7 +70,7 @@ def use_tiles(net: TransformerNet, shape, tile: int | None) -> int:
     jaxstyle's own layout, which the tiled executor knows)."""
     if tile is None:
         large = shape[-3] * shape[-2] > AUTO_TILE_PIXELS
-        return AUTO_TILE if large and not layers.variant_fields(net) else 0
+        return AUTO_TILE if large and not variant_fields(net) else 0
     check_tile(tile)
     return tile
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 
 from ..errors import UsageError
-from .net import NUMBERS, VARIANTS
+from .net import variant_fields
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,19 +47,13 @@ class AddResidual:
     """Add the remembered activation: the residual block ends here."""
 
 
-def variant_fields(net) -> list[str]:
-    """The architecture fields of ``net`` that differ from jaxstyle's own network (imported networks' variants)."""
-    return [f"{k}={getattr(net, k)}" for k, v in VARIANTS.items() if getattr(net, k) != v[0]] + \
-        [f"{k}={getattr(net, k)}" for k, v in NUMBERS.items() if getattr(net, k) != v]
-
-
 def sequence(net) -> list:
     """The operations of ``net`` (a :class:`TransformerNet`) in order; paths index ``params["params"]``.
 
-    Only jaxstyle's own layout is described: imported variants (:func:`variant_fields`) raise
+    Only jaxstyle's own layout is described: imported variants (:func:`~jaxstyle.fast.net.variant_fields`) raise
     :class:`~jaxstyle.errors.UsageError` (tiling and ONNX export do not handle them yet).
     """
-    variants = variant_fields(net)
+    variants = [f"{k}={v}" for k, v in variant_fields(net).items()]
     if variants:
         raise UsageError(f"tiled application and ONNX export support jaxstyle's own network layout only; this "
                          f"network uses {', '.join(variants)} (apply it without --tile)")

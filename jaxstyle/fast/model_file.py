@@ -20,7 +20,7 @@ import numpy as np
 
 from ..atomic import atomic_write
 from ..errors import InputError
-from .net import NUMBERS, VARIANTS, FastModel, TransformerNet, init_params
+from .net import NUMBERS, VARIANTS, FastModel, TransformerNet, init_params, variant_fields
 
 FORMAT = "jaxstyle-fast-style-network"
 # Version 2 adds the variant fields (imported networks). A network with the default variant is still written as
@@ -39,9 +39,7 @@ def architecture(net: TransformerNet) -> dict:
     """The sizes, and each variant field whose value is not the default (so jaxstyle's own networks are
     described exactly as before the variants existed)."""
     arch = {"name": "johnson2016", **{k: getattr(net, k) for k in SIZES}}
-    arch.update({k: getattr(net, k) for k, values in VARIANTS.items() if getattr(net, k) != values[0]})
-    arch.update({k: getattr(net, k) for k, default in NUMBERS.items() if getattr(net, k) != default})
-    return arch
+    return arch | variant_fields(net)
 
 
 def key_paths(tree) -> list[str]:

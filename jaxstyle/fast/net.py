@@ -62,6 +62,12 @@ VARIANTS = {
 NUMBERS = {"eps": EPS, "output_scale": 1.0}
 
 
+def variant_fields(net) -> dict:
+    """The variant and number fields of ``net`` that differ from their defaults (empty for jaxstyle's own network)."""
+    fields = {k: getattr(net, k) for k, values in VARIANTS.items() if getattr(net, k) != values[0]}
+    return fields | {k: getattr(net, k) for k, default in NUMBERS.items() if getattr(net, k) != default}
+
+
 # XLA:CPU runs a convolution without padding ("VALID") on a path 1.3x (3x3, stride 2) to 37x (9x9, 32 -> 3
 # channels) slower than the same convolution with padding (measured at 256 px, batch 4; the outputs are
 # bit-identical). So "VALID" convolutions here pad one zero row and column at the end and crop the extra outputs:
