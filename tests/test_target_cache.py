@@ -104,6 +104,36 @@ def test_everything_the_targets_depend_on_changes_the_key(pictures, model):
     assert len(set(keys.values())) == len(keys)
 
 
+def test_a_change_to_the_code_that_computes_the_targets_is_a_miss(pictures, model, tmp_path, forwards,
+                                                                   monkeypatch):
+    """The key holds a digest of jaxstyle's sources: the same code elsewhere gives the same key, an edited Gram
+    matrix (or any other edit, or another version) a new one, so a cache filled by other code is never read."""
+    import shutil
+
+    from jaxstyle.io import target_cache as tc
+
+    cache = TargetCache(str(tmp_path / "cache"))
+    prepare(model, *pictures, CONFIG, cache)  # stored by this code
+    assert forwards == {"content": 1, "style": 1}
+    copy = tmp_path / "jaxstyle"
+    shutil.copytree(tc.PACKAGE_DIR, copy, ignore=shutil.ignore_patterns("__pycache__", "static"))
+    assert tc.code_digest(str(copy)) == tc.code_digest()  # content, not location
+    copy = shutil.copytree(copy, tmp_path / "edited" / "jaxstyle")  # (digests are read once per directory)
+    losses = copy / "objective" / "losses.py"
+    source = losses.read_text()
+    assert "def gram_matrix(" in source
+    losses.write_text(source.replace("def gram_matrix(", "def gram_matrix_unused(", 1) + "\n"
+                      "def gram_matrix(features):\n    return 2 * gram_matrix_unused(features)\n")
+    assert tc.code_digest(str(copy)) != tc.code_digest()
+    monkeypatch.setattr(tc, "PACKAGE_DIR", str(copy))
+    prepare(model, *pictures, CONFIG, cache)
+    assert forwards == {"content": 2, "style": 2}  # a miss: recomputed
+    monkeypatch.setattr(tc, "__version__", "0.0.0-other")  # another version of the same code
+    monkeypatch.setattr(tc, "_CODE_DIGESTS", {})
+    prepare(model, *pictures, CONFIG, cache)
+    assert forwards == {"content": 3, "style": 3}
+
+
 @pytest.mark.parametrize("damage", ["truncated", "not a zip", "wrong layers", "non-finite", "wrong dtype"])
 def test_an_unusable_entry_is_a_miss_and_is_replaced(pictures, model, tmp_path, forwards, damage):
     cache = TargetCache(str(tmp_path))

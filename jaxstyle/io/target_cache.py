@@ -8,7 +8,10 @@ are identical. The CLI therefore stores them, keyed by everything they depend on
 - the exact network: a digest of every weight (computed once per loaded model) and the module's settings
   (architecture, pooling, preprocessing preset);
 - the exact pixels VGG sees: the content and style arrays after resizing and colour handling;
-- the layers, the precision policy, the JAX version and the backend (another backend may round differently).
+- the layers, the precision policy, the JAX version and the backend (another backend may round differently);
+- the code that computes them: jaxstyle's version and a digest of every source file of the package (the
+  network, its preprocessing, the precision policy and the Gram matrix live in several modules; hashing them
+  all costs milliseconds once per process, and an upgrade or a local edit can never be served stale targets).
 
 A hit is bit-identical to recomputing on the same backend (tested). Entries are :mod:`jaxstyle.io.checkpoint`
 files (``content/<layer>``, ``grams/<layer>``); a missing, truncated, foreign or otherwise unusable entry is a miss, never an error, and
@@ -29,9 +32,13 @@ import numpy as np
 from . import checkpoint
 from .compilation_cache import cache_dir
 
-FORMAT = 2  # bump when the layout of an entry or of the key changes
+from .._version import __version__
+
+FORMAT = 3  # bump when the layout of an entry or of the key changes
 DEFAULT_MAX_BYTES = 2 << 30
+PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the jaxstyle package's sources
 _DIGESTS: dict = {}  # id(first weight leaf) -> (that leaf, digest): one weights digest per loaded model
+_CODE_DIGESTS: dict = {}  # package directory -> digest of its sources (read once per process)
 
 
 def _update(h, a) -> None:
@@ -58,6 +65,25 @@ def weights_digest(model) -> str:
     return digest
 
 
+def code_digest(package_dir: str | None = None) -> str:
+    """blake2b of jaxstyle's version and of every ``.py`` file under ``package_dir`` (default: this package),
+    by relative path and content, so two copies of the same code agree and any edit changes it."""
+    root = package_dir or PACKAGE_DIR
+    digest = _CODE_DIGESTS.get(root)
+    if digest is None:
+        h = hashlib.blake2b(digest_size=20)
+        h.update(f"jaxstyle {__version__}|".encode())
+        for dirpath, dirnames, files in os.walk(root):
+            dirnames.sort()
+            for name in sorted(f for f in files if f.endswith(".py")):
+                path = os.path.join(dirpath, name)
+                h.update(f"{os.path.relpath(path, root)}|".encode())
+                with open(path, "rb") as f:
+                    h.update(f.read())
+        digest = _CODE_DIGESTS[root] = h.hexdigest()
+    return digest
+
+
 class TargetCache:
     """A directory of cached targets. Every method swallows I/O problems: the cache can only save time."""
 
@@ -75,6 +101,7 @@ class TargetCache:
         """Everything the targets depend on, hashed. ``content`` may be None (style-only mode)."""
         h = hashlib.blake2b(digest_size=20)
         h.update(f"jaxstyle-targets-{FORMAT}|jax {jax.__version__}|{jax.default_backend()}|".encode())
+        h.update(f"code {code_digest()}|".encode())
         h.update(f"{weights_digest(model)}|{model.module!r}|".encode())
         h.update(f"{tuple(content_layers)}|{tuple(style_layers)}|{precision}|".encode())
         if content is None:
