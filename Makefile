@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 # torch is only a test / weight-conversion extra, pinned to the CPU build the project is tested with.
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: setup setup-test demo test bench clean
+.PHONY: setup setup-test demo test bench mutation clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -32,6 +32,17 @@ demo: setup
 
 test: setup-test
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+
+# Mutation testing of the core (docs/testing.md; about an hour on 2 cores, not part of CI). mutmut keeps its
+# results in mutants/ and re-tests only the functions that changed since. The test-only target cache is off:
+# every mutant lives in the same files, so a cache keyed by the source digest could not tell mutants apart.
+$(VENV)/.installed-mutation: pyproject.toml $(VENV)/.installed-test
+	$(BIN)/pip install -q -e ".[test,mutation]"
+	touch $@
+
+mutation: $(VENV)/.installed-mutation
+	JAXSTYLE_TARGET_CACHE=off $(BIN)/mutmut run $(MUTMUT_ARGS) || true
+	$(BIN)/python mutation/report.py
 
 bench: setup-test
 	$(BIN)/python benchmarks/run.py

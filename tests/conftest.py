@@ -20,6 +20,12 @@ os.environ.setdefault(
     os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, ".pytest_cache", "jaxstyle-targets"),
 )
 
+# Mutation testing (`make mutation`, docs/testing.md): mutmut's coverage pass sets MUTANT_UNDER_TEST=stats in the
+# environment and in its own process. The CLI subprocesses some tests start would inherit the variable, and
+# mutmut's recording, which they are not set up for, would fail them; its in-process copy is kept.
+if os.environ.get("MUTANT_UNDER_TEST") == "stats":
+    del os.environ["MUTANT_UNDER_TEST"]
+
 from jaxstyle.io import compilation_cache  # noqa: E402
 
 compilation_cache.enable()

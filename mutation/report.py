@@ -1,0 +1,83 @@
+"""Summarise a mutmut run (`make mutation`): the score per core module and the surviving mutants.
+
+Reads the per-file results mutmut leaves in ``mutants/**/*.py.meta`` and classifies them with mutmut's own
+table (``mutmut.stats.status_by_exit_code``). A mutant counts as *caught* when a test failed on it (killed) or
+it made the tests hang past mutmut's limit (timeout, segfault); "no tests" and "survived" count against the
+score; mutants not yet checked are left out and reported. Prints a Markdown table for docs/testing.md.
+
+    python mutation/report.py [--survivors] [--json FILE] [--root mutants]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import pathlib
+import sys
+
+from mutmut.stats import status_by_exit_code
+
+CAUGHT = {"killed", "timeout", "segfault", "caught by type check"}
+MISSED = {"survived", "no tests"}
+
+
+def read_results(root: pathlib.Path) -> dict[str, dict[str, str]]:
+    """{module path: {mutant name: status}} from mutmut's meta files under ``root``."""
+    results = {}
+    for meta in sorted(root.glob("**/*.py.meta")):
+        codes = json.loads(meta.read_text())["exit_code_by_key"]
+        if codes:
+            module = meta.relative_to(root).as_posix().removesuffix(".meta")
+            results[module] = {name: status_by_exit_code[code] for name, code in codes.items()}
+    return results
+
+
+def score_table(results: dict[str, dict[str, str]]) -> tuple[list[tuple], tuple]:
+    """Per module (and in total): caught, missed, unchecked, score in percent of the checked mutants."""
+    rows, total = [], collections.Counter()
+    for module, statuses in results.items():
+        count = collections.Counter("caught" if s in CAUGHT else "missed" if s in MISSED else "unchecked"
+                                    for s in statuses.values())
+        total.update(count)
+        rows.append((module, count["caught"], count["missed"], count["unchecked"], _percent(count)))
+    return rows, ("total", total["caught"], total["missed"], total["unchecked"], _percent(total))
+
+
+def _percent(count: collections.Counter) -> float | None:
+    checked = count["caught"] + count["missed"]
+    return 100.0 * count["caught"] / checked if checked else None
+
+
+def markdown(rows: list[tuple], total: tuple) -> str:
+    lines = ["| module | caught | missed | not checked | score |", "|---|---:|---:|---:|---:|"]
+    for module, caught, missed, unchecked, score in [*rows, total]:
+        shown = "–" if score is None else f"{score:.1f} %"
+        lines.append(f"| {module} | {caught} | {missed} | {unchecked} | {shown} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", type=pathlib.Path, default=pathlib.Path("mutants"))
+    parser.add_argument("--survivors", action="store_true", help="also list every missed mutant")
+    parser.add_argument("--json", type=pathlib.Path, help="write {module: {mutant: status}} here")
+    args = parser.parse_args(argv)
+    results = read_results(args.root)
+    if not results:
+        print(f"{args.root}: no mutmut results; run `make mutation` first", file=sys.stderr)
+        return 1
+    rows, total = score_table(results)
+    print(markdown(rows, total))
+    if args.survivors:
+        for statuses in results.values():
+            for name, status in statuses.items():
+                if status in MISSED:
+                    print(f"{status}: {name}")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
