@@ -5,7 +5,7 @@ table (``mutmut.stats.status_by_exit_code``). A mutant counts as *caught* when a
 it made the tests hang past mutmut's limit (timeout, segfault); "no tests" and "survived" count against the
 score; mutants not yet checked are left out and reported. Prints a Markdown table for docs/testing.md.
 
-    python mutation/report.py [--survivors] [--json FILE] [--root mutants]
+    python mutation/report.py [--survivors | --diffs] [--json FILE] [--root mutants]
 """
 
 from __future__ import annotations
@@ -49,6 +49,12 @@ def _percent(count: collections.Counter) -> float | None:
     return 100.0 * count["caught"] / checked if checked else None
 
 
+def _diff(name: str, module: str) -> str:
+    from mutmut.mutation.diff_apply import get_diff_for_mutant  # mutmut's own `mutmut show`
+
+    return get_diff_for_mutant(name, path=module)
+
+
 def markdown(rows: list[tuple], total: tuple) -> str:
     lines = ["| module | caught | missed | not checked | score |", "|---|---:|---:|---:|---:|"]
     for module, caught, missed, unchecked, score in [*rows, total]:
@@ -61,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", type=pathlib.Path, default=pathlib.Path("mutants"))
     parser.add_argument("--survivors", action="store_true", help="also list every missed mutant")
+    parser.add_argument("--diffs", action="store_true", help="also show each missed mutant's diff")
     parser.add_argument("--json", type=pathlib.Path, help="write {module: {mutant: status}} here")
     args = parser.parse_args(argv)
     results = read_results(args.root)
@@ -69,11 +76,13 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     rows, total = score_table(results)
     print(markdown(rows, total))
-    if args.survivors:
-        for statuses in results.values():
+    if args.survivors or args.diffs:
+        for module, statuses in results.items():
             for name, status in statuses.items():
                 if status in MISSED:
                     print(f"{status}: {name}")
+                    if args.diffs:
+                        print(_diff(name, module))
     if args.json:
         args.json.write_text(json.dumps(results, indent=1, sort_keys=True))
     return 0
