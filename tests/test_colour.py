@@ -74,8 +74,17 @@ def test_yiq_known_values_and_round_trip():
     np.testing.assert_allclose(np.asarray(colour.rgb_to_yiq(jnp.array([1.0, 1.0, 1.0]))), [1, 0, 0], atol=1e-6)
     np.testing.assert_allclose(np.asarray(colour.rgb_to_yiq(jnp.array([0.3, 0.3, 0.3]))), [0.3, 0, 0], atol=1e-6)
     # Pure red: Y = 0.299, I = 0.595716, Q = 0.211456 (first column of the NTSC matrix).
-    np.testing.assert_allclose(np.asarray(colour.rgb_to_yiq(jnp.array([1.0, 0.0, 0.0]))),
-                               [0.299, 0.595716, 0.211456], atol=1e-6)
+    # Every primary: its column of the NTSC matrix (a coefficient typed wrong shows on one primary only).
+    for primary, column in (([1.0, 0.0, 0.0], [0.299, 0.595716, 0.211456]),
+                            ([0.0, 1.0, 0.0], [0.587, -0.274453, -0.522591]),
+                            ([0.0, 0.0, 1.0], [0.114, -0.321263, 0.311135])):
+        np.testing.assert_allclose(np.asarray(colour.rgb_to_yiq(jnp.array(primary))), column, atol=1e-6)
+        np.testing.assert_allclose(np.asarray(colour.luminance(jnp.array([[primary]]))), [[column[0]]], atol=1e-6)
+    # The inverse maps pure I and Q back to the published YIQ -> RGB coefficients.
+    np.testing.assert_allclose(np.asarray(colour.yiq_to_rgb(jnp.array([0.0, 1.0, 0.0]))), [0.956, -0.272, -1.106],
+                               atol=2e-3)
+    np.testing.assert_allclose(np.asarray(colour.yiq_to_rgb(jnp.array([0.0, 0.0, 1.0]))), [0.621, -0.647, 1.703],
+                               atol=2e-3)
     rgb = np.random.default_rng(2).uniform(size=(9, 7, 3)).astype(np.float32)
     back = np.asarray(colour.yiq_to_rgb(colour.rgb_to_yiq(jnp.asarray(rgb))))
     np.testing.assert_allclose(back, rgb, atol=1e-6)

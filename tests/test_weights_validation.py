@@ -82,6 +82,14 @@ CASES = {
     "object-kernel": (_set("conv1_1/kernel", lambda _: np.array([None], dtype=object)), "conv1_1/kernel"),
     "bad-version": (_set("meta/format_version", lambda _: np.int64(99)), "version"),
     "bad-arch": (_set("meta/arch", lambda _: np.str_("vgg11")), "meta/arch"),
+    # Stored preprocessing constants: the image is divided by std, so zero or negative is refused, as is a
+    # non-finite mean, std or scale, and a mean or std without three channels.
+    "zero-std": (_set("meta/std", lambda s: np.array([0.2, 0.0, 0.2])), "preprocessing"),
+    "negative-std": (_set("meta/std", lambda s: np.array([0.2, 0.2, -0.2])), "preprocessing"),
+    "nan-std": (_set("meta/std", lambda s: np.array([np.nan, 0.2, 0.2])), "preprocessing"),
+    "inf-mean": (_set("meta/mean", lambda m: np.array([0.4, np.inf, 0.4])), "preprocessing"),
+    "nan-scale": (_set("meta/scale", lambda _: np.float64(np.nan)), "preprocessing"),
+    "two-channel-mean": (_set("meta/mean", lambda m: np.asarray(m)[:2]), "preprocessing"),
 }
 
 
