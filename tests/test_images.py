@@ -526,3 +526,24 @@ def test_save_png16_is_16_bit_and_srgb_tagged(tmp_path):
     assert [c[0] for c in png.Reader(filename=str(path)).chunks()][:2] == [b"IHDR", b"sRGB"]
     with pytest.raises(UsageError, match="16-bit"):
         images.save_image(tmp_path / "deep.jpg", image, bits=16)
+
+
+@pytest.mark.parametrize("name,write", [
+    ("out.png", lambda p, im: images.save_image(p, im)),
+    ("out.jpg", lambda p, im: images.save_image(p, im)),
+    ("out16.png", lambda p, im: images.save_image(p, im, bits=16)),
+    ("out.gif", lambda p, im: images.save_gif(p, [im, 1 - im])),
+    ("sheet.png", lambda p, im: images.save_contact_sheet(p, [im, im], ["a", "b"])),
+])
+def test_written_files_get_the_permissions_of_a_plain_open(tmp_path, name, write):
+    # Outputs are written atomically through a private temporary file (mode 0600); the result must still be
+    # readable by whoever the user's umask allows, as a plain open() would make it.
+    image = np.random.default_rng(0).random((16, 16, 3)).astype(np.float32)
+    for umask, mode in ((0o022, 0o644), (0o077, 0o600)):
+        old = os.umask(umask)
+        try:
+            write(tmp_path / name, image)
+        finally:
+            os.umask(old)
+        assert os.stat(tmp_path / name).st_mode & 0o777 == mode, (name, oct(umask))
+    assert sorted(os.listdir(tmp_path)) == [name]

@@ -205,3 +205,26 @@ def test_cli_script_bad_source_real_process(tmp_path):
     assert result.returncode == 3
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
     assert str(bad) in result.stderr and not (tmp_path / "out.npz").exists()
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+@pytest.mark.parametrize("arch", ["vgg16", "vgg19"])
+def test_every_preset_and_field_round_trips_through_a_converted_file(preset, arch, tmp_path):
+    # Each preset differs from the others in some field (channel order, scale, mean, std), so a field written
+    # under another's key, or read from one, changes one of these round trips.
+    path = tmp_path / "w.npz"
+    convs = random_hwio(arch, seed=1)
+    old = os.umask(0o027)
+    try:
+        weights.save_converted(path, arch, convs, PRESETS[preset], source="/somewhere/src.pth",
+                               source_sha256="ab" * 32, source_format="torch", provenance={"from": preset})
+    finally:
+        os.umask(old)
+    assert os.stat(path).st_mode & 0o777 == 0o640  # the permissions of a plain open(), not the temp file's 0600
+    got_arch, params, preprocess, info = weights.load_converted(path)
+    assert got_arch == arch and preprocess == PRESETS[preset]
+    assert (info["source"], info["source_sha256"], info["source_format"]) == ("src.pth", "ab" * 32, "torch")
+    assert info["provenance"] == {"from": preset} and info["arch"] == arch and info["preset"] == preset
+    for name, (kernel, bias) in convs.items():
+        np.testing.assert_array_equal(params["params"][name]["kernel"], kernel)
+        np.testing.assert_array_equal(params["params"][name]["bias"], bias)
