@@ -333,3 +333,74 @@ def test_cli_converts_and_refuses_overwrite(truth, tmp_path, capsys):
     assert "overwrite the source" in err and len(err.strip().splitlines()) == 1
     assert run_subcommand("convert", [src, "-o", str(out), "--force", "--preset", "torchvision"]) == 0
     assert load_vgg(out).preprocess.name == "torchvision"
+
+
+# Legitimate variants of each container, from their first bytes alone (the readers are tested on full files
+# above; these are the byte-level cases a detector is most easily wrong about).
+def _write(path, data: bytes) -> str:
+    with open(path, "wb") as f:
+        f.write(data)
+    return str(path)
+
+
+def _zip(path, names) -> str:
+    import zipfile
+    with zipfile.ZipFile(path, "w") as z:
+        for n in names:
+            z.writestr(n, b"x")
+    return str(path)
+
+
+HDF5 = b"\x89HDF\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("name,data,expected", [
+    ("plain.h5", HDF5 + b"\0" * 100, "keras"),
+    ("userblock.h5", b"\0" * 512 + HDF5 + b"\0" * 100, "keras"),  # HDF5 with a 512-byte user block
+    ("v5.mat", b"MATLAB 5.0 MAT-file, Platform: GLNXA64" + b" " * 100, "matconvnet"),
+    ("legacy.pth", b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19" + b"\0" * 50, "torch"),
+    ("exact.safetensors", (10).to_bytes(8, "little") + b'{"a": 1}  ', "safetensors"),
+    ("ir.onnx", b"\x08\x07\x12\x07pytorch", "onnx"),  # ir_version, then producer_name
+    ("graph.onnx", b"\x08\x03\x3a\x05graph", "onnx"),  # ir_version, then the graph
+    ("opset.onnx", b"\x08\x08\x42\x04\x0a\x00\x10\x0d", "onnx"),  # ir_version, then opset_import
+])
+def test_format_variants_are_detected_from_their_bytes(tmp_path, name, data, expected):
+    assert C.detect_format(_write(tmp_path / name, data)) == expected
+
+
+@pytest.mark.parametrize("names", [["archive/data.pkl", "archive/data/0"], ["data.pkl"],
+                                   ["vgg/version", "vgg/data.pkl"]])
+def test_torch_zip_checkpoints_with_any_top_folder(tmp_path, names):
+    assert C.detect_format(_zip(tmp_path / "m.pth", names)) == "torch"
+
+
+@pytest.mark.parametrize("name,data,needle", [
+    ("v73.mat", b"MATLAB 7.3 MAT-file" + b" " * 100, "v7.3"),
+    ("long.safetensors", (11).to_bytes(8, "little") + b'{"a": 1}  ', "unknown weights format"),  # header > file
+    ("zero.safetensors", (0).to_bytes(8, "little") + b"{}", "unknown weights format"),
+    ("p2.pkl", b"\x80\x02}q\x00.", "plain pickle"), ("p3.pkl", b"\x80\x03}q\x00.", "plain pickle"),
+    ("p4.pkl", b"\x80\x04}q\x00.", "plain pickle"), ("p5.pkl", b"\x80\x05}q\x00.", "plain pickle"),
+    ("empty.pth", b"", "is empty"),
+    ("text.pth", b"hello world, not weights", "unknown weights format"),
+    ("notonnx.onnx", b"\x08\x80\x12", "unknown weights format"),  # a multi-byte varint is no IR version
+])
+def test_lookalikes_are_refused_with_the_reason(tmp_path, name, data, needle):
+    path = _write(tmp_path / name, data)
+    with pytest.raises(WeightsError, match=needle) as e:
+        C.detect_format(path)
+    assert str(e.value).startswith(path)
+
+
+def test_zips_that_are_not_torch_checkpoints(tmp_path):
+    with pytest.raises(WeightsError, match="numpy .npz archive"):
+        C.detect_format(_zip(tmp_path / "a.npz", ["conv1_1/kernel.npy", "meta.npy"]))
+    with pytest.raises(WeightsError, match="zip archive that is not a PyTorch checkpoint"):
+        C.detect_format(_zip(tmp_path / "b.zip", ["readme.txt", "w.npy"]))
+    with pytest.raises(WeightsError, match="unknown weights format"):  # an empty zip has no local header
+        C.detect_format(_zip(tmp_path / "c.zip", []))
+    with pytest.raises(WeightsError, match="truncated or corrupt zip"):
+        C.detect_format(_write(tmp_path / "d.pth", b"PK\x03\x04" + b"\0" * 40))
+    with pytest.raises(WeightsError, match="no such file"):
+        C.detect_format(tmp_path / "missing.pth")
+    with pytest.raises(WeightsError, match="is a directory"):
+        C.detect_format(tmp_path)
