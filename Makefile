@@ -44,7 +44,7 @@ $(VENV)/.installed-mutation: pyproject.toml $(VENV)/.installed-test
 # [tool.mutmut] mutates (several hours on 2 cores). mutmut re-tests every mutant named on its command line.
 mutation: $(VENV)/.installed-mutation
 	set -f; JAXSTYLE_TARGET_CACHE=off $(BIN)/mutmut run $(MUTMUT_ARGS) $$(grep -v '^#' mutation/tier1.txt)
-	$(BIN)/python mutation/report.py
+	$(BIN)/python mutation/report.py --only mutation/tier1.txt
 
 mutation-all: $(VENV)/.installed-mutation
 	JAXSTYLE_TARGET_CACHE=off $(BIN)/mutmut run $(MUTMUT_ARGS)

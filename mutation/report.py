@@ -5,13 +5,14 @@ table (``mutmut.stats.status_by_exit_code``). A mutant counts as *caught* when a
 it made the tests hang past mutmut's limit (timeout, segfault); "no tests" and "survived" count against the
 score; mutants not yet checked are left out and reported. Prints a Markdown table for docs/testing.md.
 
-    python mutation/report.py [--survivors | --diffs] [--json FILE] [--root mutants]
+    python mutation/report.py [--only mutation/tier1.txt] [--survivors | --diffs] [--json FILE] [--root mutants]
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import fnmatch
 import json
 import pathlib
 import sys
@@ -22,11 +23,14 @@ CAUGHT = {"killed", "timeout", "segfault", "caught by type check"}
 MISSED = {"survived", "no tests"}
 
 
-def read_results(root: pathlib.Path) -> dict[str, dict[str, str]]:
-    """{module path: {mutant name: status}} from mutmut's meta files under ``root``."""
+def read_results(root: pathlib.Path, only: list[str] | None = None) -> dict[str, dict[str, str]]:
+    """{module path: {mutant name: status}} from mutmut's meta files under ``root``; with ``only`` (mutmut name
+    globs), the mutants matching one of them."""
     results = {}
     for meta in sorted(root.glob("**/*.py.meta")):
         codes = json.loads(meta.read_text())["exit_code_by_key"]
+        if only is not None:
+            codes = {k: v for k, v in codes.items() if any(fnmatch.fnmatch(k, g) for g in only)}
         if codes:
             module = meta.relative_to(root).as_posix().removesuffix(".meta")
             results[module] = {name: status_by_exit_code[code] for name, code in codes.items()}
@@ -66,11 +70,17 @@ def markdown(rows: list[tuple], total: tuple) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", type=pathlib.Path, default=pathlib.Path("mutants"))
+    parser.add_argument("--only", type=pathlib.Path,
+                        help="a file of mutant name globs (mutation/tier1.txt): report those mutants only")
     parser.add_argument("--survivors", action="store_true", help="also list every missed mutant")
     parser.add_argument("--diffs", action="store_true", help="also show each missed mutant's diff")
     parser.add_argument("--json", type=pathlib.Path, help="write {module: {mutant: status}} here")
     args = parser.parse_args(argv)
-    results = read_results(args.root)
+    only = None
+    if args.only:
+        only = [line.strip() for line in args.only.read_text().splitlines()
+                if line.strip() and not line.startswith("#")]
+    results = read_results(args.root, only)
     if not results:
         print(f"{args.root}: no mutmut results; run `make mutation` first", file=sys.stderr)
         return 1
