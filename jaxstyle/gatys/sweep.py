@@ -278,6 +278,8 @@ def stylize_many(content, style, settings: Mapping[str, Any], *, model: VGGModel
     if config.scales or config.num_scales > 1 or config.average:  # run_stylize's, not (yet) vmapped here
         raise UsageError("a sweep runs one stage and outputs the last iterate: --scales, --num-scales and "
                          "--average are for stylize")
+    if config.tile is not None:  # vmapped runs dispatch one program; tiles are host-dispatched calls
+        raise UsageError("a sweep evaluates the whole image: --tile is for stylize")
     model = model.with_pooling(config.pooling)
     problem = prepare(model, content, style, config, target_cache)  # targets: once, shared by every run
     n_styles = max(len(problem.styles), 1)
