@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from ..nets import vgg
+from ..objective import tiled
 from .config import StyleConfig, stage_sizes
 
 MiB = 2 ** 20
@@ -34,6 +35,14 @@ IMAGE_BYTES_PER_PIXEL = 12  # float32 RGB
 # Images the driver holds besides the optimiser state: x, x_prev, the gradient and the step's update, the
 # clipped output and its host copy.
 RUN_IMAGES = 6
+# Tiled evaluation (StyleConfig.tile): image-sized arrays it adds between tile calls: the gradient accumulator
+# and the TV term's gradient it starts from.
+TILE_IMAGES = 2
+# XLA CPU temporary bytes per pixel of the forward pass that computes the style targets (no gradient) on the
+# whole style image (compiled.memory_analysis() of problem's jitted style_targets, random VGG16, default layers:
+# 1184 at 128 px, 1248 at 256 px). Untiled runs never reach it (an evaluation holds more at the same size); a
+# tiled run's evaluation holds one window, so the targets' forward pass can set its peak.
+TARGETS_BYTES_PER_PIXEL = 1250
 
 
 class MemoryEstimate(NamedTuple):
@@ -46,6 +55,7 @@ class MemoryEstimate(NamedTuple):
     images: int  # the run's own images (iterate, previous iterate, gradient, output)
     weights: int  # the network's parameters
     base: int  # the process itself (host only)
+    tile: int | None = None  # tiled evaluation: the tile size (evaluation is then one window's, see estimate)
 
     @property
     def total(self) -> int:
@@ -56,7 +66,8 @@ class MemoryEstimate(NamedTuple):
         parts = ", ".join(f"{name} {getattr(self, name) / MiB:.0f}" for name in
                           ("evaluation", "kernels", "optimizer", "images", "weights", "base")
                           if getattr(self, name))
-        return f"memory estimate at {w}x{h}: {self.total / MiB:,.0f} MiB peak ({parts} MiB)"
+        tiles = f" in tiles of {self.tile} px" if self.tile else ""
+        return f"memory estimate at {w}x{h}{tiles}: {self.total / MiB:,.0f} MiB peak ({parts} MiB)"
 
 
 def optimizer_images(config: StyleConfig) -> int:
@@ -86,11 +97,16 @@ def estimate(config: StyleConfig, content_hw, arch: str, *, host: bool = True) -
     # The style targets run the network forward (no gradient) on the style image, style_scale x the size: an
     # evaluation's working set bounds it at the same size, so only a larger style image can set the peak.
     evaluated = pixels * max(1.0, config.style_scale ** 2)
-    return MemoryEstimate(hw, int(EVALUATION_BYTES_PER_PIXEL * evaluated),
+    evaluation = EVALUATION_BYTES_PER_PIXEL * evaluated
+    if config.tile is not None:  # one window at a time, or the targets' forward pass on the whole images
+        window = max((b - a) * (d - c) for _, (a, b, c, d) in tiled.tile_windows(arch, layers, hw, config.tile))
+        evaluation = max(EVALUATION_BYTES_PER_PIXEL * window + TILE_IMAGES * IMAGE_BYTES_PER_PIXEL * pixels,
+                         TARGETS_BYTES_PER_PIXEL * evaluated)
+    return MemoryEstimate(hw, int(evaluation),
                           int(KERNEL_COPIES * weight_bytes(arch, layers)),
                           optimizer_images(config) * IMAGE_BYTES_PER_PIXEL * pixels,
                           RUN_IMAGES * IMAGE_BYTES_PER_PIXEL * pixels, weight_bytes(arch),
-                          HOST_BASE if host else 0)
+                          HOST_BASE if host else 0, config.tile)
 
 
 def largest_fitting_size(config: StyleConfig, content_hw, arch: str, available: int, *, host: bool = True) -> int:
@@ -129,3 +145,23 @@ def lbfgs_history_note(config: StyleConfig, estimate_: MemoryEstimate) -> str | 
         return None
     return (f"the L-BFGS history (24 x {config.lbfgs_memory} x {pixels:,} pixels = {history / MiB:,.0f} MiB) is "
             f"most of it; --lbfgs-memory 10 would need {(estimate_.total - history * (1 - 10 / config.lbfgs_memory)) / MiB:,.0f} MiB")
+
+
+# The tile size suggested when a run does not fit: several times relu5_1's 85-px halo, so the windows' overlap
+# stays small (docs/highres.md).
+SUGGESTED_TILE = 512
+
+
+def tile_note(config: StyleConfig, content_hw, arch: str, *, host: bool = True) -> str | None:
+    """What ``--tile`` would need where the run is untiled, tiles would save memory and its optimiser can step
+    from a given gradient; else None."""
+    import dataclasses
+
+    from ..optim.optimizers import EVALUATE_ONCE
+
+    if config.tile is not None or config.optimizer not in EVALUATE_ONCE:
+        return None
+    tiled_ = estimate(dataclasses.replace(config, tile=SUGGESTED_TILE), content_hw, arch, host=host)
+    if tiled_.total >= estimate(config, content_hw, arch, host=host).total:
+        return None
+    return f"--tile {SUGGESTED_TILE} would need {tiled_.total / MiB:,.0f} MiB"

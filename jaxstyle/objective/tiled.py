@@ -93,13 +93,18 @@ def plan(model: VGGModel, shape, targets: Targets, spec: LossSpec, tile: int) ->
         raise ValueError("tiled evaluation does not handle guides (spatial control); use the untiled loss")
     style_layers = tuple(spec.style_layers) if targets.grams else ()
     layers = tuple(spec.content_layers) + style_layers
-    h, w = shape[:2]
-    radius, align = halo(model.arch, layers)
     shapes = jax.eval_shape(lambda x: extract_features(model, x, style_layers, spec.precision),
                             jax.ShapeDtypeStruct(tuple(shape), jnp.float32)) if style_layers else {}
     positions = tuple(shapes[l].shape[0] * shapes[l].shape[1] for l in style_layers)
-    boxes = tuple((box, _crop(box, h, w, radius, align)) for box in tiles(h, w, tile, align))
-    return Plan(spec, style_layers, positions, boxes)
+    return Plan(spec, style_layers, positions, tile_windows(model.arch, layers, shape[:2], tile))
+
+
+def tile_windows(arch: str, layers, hw, tile: int) -> tuple:
+    """``((box, window), ...)``: the tiles of an image of ``hw`` for ``layers`` of ``arch`` and the input window
+    each runs on (the memory estimate sizes a tiled evaluation by the largest window)."""
+    h, w = hw
+    radius, align = halo(arch, layers)
+    return tuple((box, _crop(box, h, w, radius, align)) for box in tiles(h, w, tile, align))
 
 
 def _sizes(box, window) -> dict:
