@@ -38,11 +38,6 @@ RUN_IMAGES = 6
 # Tiled evaluation (StyleConfig.tile): image-sized arrays it adds between tile calls: the gradient accumulator
 # and the TV term's gradient it starts from.
 TILE_IMAGES = 2
-# XLA CPU temporary bytes per pixel of the forward pass that computes the style targets (no gradient) on the
-# whole style image (compiled.memory_analysis() of problem's jitted style_targets, random VGG16, default layers:
-# 1184 at 128 px, 1248 at 256 px). Untiled runs never reach it (an evaluation holds more at the same size); a
-# tiled run's evaluation holds one window, so the targets' forward pass can set its peak.
-TARGETS_BYTES_PER_PIXEL = 1250
 
 
 class MemoryEstimate(NamedTuple):
@@ -98,10 +93,9 @@ def estimate(config: StyleConfig, content_hw, arch: str, *, host: bool = True) -
     # evaluation's working set bounds it at the same size, so only a larger style image can set the peak.
     evaluated = pixels * max(1.0, config.style_scale ** 2)
     evaluation = EVALUATION_BYTES_PER_PIXEL * evaluated
-    if config.tile is not None:  # one window at a time, or the targets' forward pass on the whole images
+    if config.tile is not None:  # one window's evaluation at a time (the targets are tiled too, forward only)
         window = max((b - a) * (d - c) for _, (a, b, c, d) in tiled.tile_windows(arch, layers, hw, config.tile))
-        evaluation = max(EVALUATION_BYTES_PER_PIXEL * window + TILE_IMAGES * IMAGE_BYTES_PER_PIXEL * pixels,
-                         TARGETS_BYTES_PER_PIXEL * evaluated)
+        evaluation = EVALUATION_BYTES_PER_PIXEL * window + TILE_IMAGES * IMAGE_BYTES_PER_PIXEL * pixels
     return MemoryEstimate(hw, int(evaluation),
                           int(KERNEL_COPIES * weight_bytes(arch, layers)),
                           optimizer_images(config) * IMAGE_BYTES_PER_PIXEL * pixels,

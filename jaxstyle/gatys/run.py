@@ -183,8 +183,6 @@ def run_stylize(content, styles, model: VGGModel, config: StyleConfig = StyleCon
     stages = stage_configs(config, _final_long(content, styles, config))
     if len(stages) > 1 and resume is not None:
         raise UsageError("a coarse-to-fine run (scales) cannot be resumed from a state; run it again")
-    if config.tile is not None and content_masks is not None:
-        raise UsageError("tiled evaluation (tile) does not handle spatial control (content masks): drop one of them")
     run = _Run(callback, config.total_iterations, [dict(h) for h in history])
     state = None
     for k, stage in enumerate(stages):

@@ -122,16 +122,23 @@ def _window(image, corner, window):
     return jax.lax.dynamic_slice(image, (corner[2], corner[3], 0), (*window, image.shape[2]))
 
 
+def _box_features(model, crop, corner, layers, precision, box) -> dict:
+    """``{layer: features}`` at the tile's own positions (its box), from ``crop``, its window's pixels: the full
+    image's features there."""
+    oy, ox = corner[0] - corner[2], corner[1] - corner[3]
+    feats = {}
+    for layer, f in extract_features(model, crop, layers, precision).items():
+        s = 2 ** _pools_before(model.arch, layer)  # the window's origin is on the deepest layer's stride grid
+        feats[layer] = jax.lax.dynamic_slice(f, (oy // s, ox // s, 0), (box[0] // s, box[1] // s, f.shape[2]))
+    return feats
+
+
 def _crop_parts(model, crop, corner, targets, weights, plan_: Plan, box):
     """(the tile's Grams, its weighted share of the content term) from ``crop``, its window's pixels: the full
     image's features at the tile's positions, counted once."""
     spec = plan_.spec
-    y0, x0, oy, ox = corner[0], corner[1], corner[0] - corner[2], corner[1] - corner[3]
-    layers = tuple(spec.content_layers) + plan_.style_layers
-    feats = {}
-    for layer, f in extract_features(model, crop, layers, spec.precision).items():
-        s = 2 ** _pools_before(model.arch, layer)  # the window's origin is on the deepest layer's stride grid
-        feats[layer] = jax.lax.dynamic_slice(f, (oy // s, ox // s, 0), (box[0] // s, box[1] // s, f.shape[2]))
+    y0, x0 = corner[0], corner[1]
+    feats = _box_features(model, crop, corner, tuple(spec.content_layers) + plan_.style_layers, spec.precision, box)
     content = jnp.float32(0.0)
     for layer in spec.content_layers:
         s, f, target = 2 ** _pools_before(model.arch, layer), feats[layer], targets.content[layer]
@@ -154,6 +161,11 @@ def tile_pull(model, image, targets, weights, d_grams, corner, grad, *, plan_: P
     g = pull((d_grams, jnp.float32(1.0)))[0]
     start = (corner[2], corner[3], 0)
     return jax.lax.dynamic_update_slice(grad, jax.lax.dynamic_slice(grad, start, g.shape) + g, start)
+
+
+def tile_features(model, image, corner, *, layers, precision, window, box) -> dict:
+    """One tile's features at ``layers``, its box's positions only (content targets, tile by tile)."""
+    return _box_features(model, _window(image, corner, window), corner, layers, precision, box)
 
 
 def style_value_and_grad(grams, targets, weights, *, plan_: Plan):
@@ -180,9 +192,10 @@ class TileParts(NamedTuple):
     pull: Callable
     style: Callable
     tv: Callable
+    features: Callable
 
 
-PURE = TileParts(tile_forward, tile_pull, style_value_and_grad, tv_value_and_grad)
+PURE = TileParts(tile_forward, tile_pull, style_value_and_grad, tv_value_and_grad, tile_features)
 
 
 def _pass1(image, model, targets, weights, plan_: Plan, parts: TileParts):
@@ -214,17 +227,49 @@ def tiled_value_and_grad(image, model, targets, weights, plan_: Plan, parts: Til
     return content + style + tv, grad
 
 
-def tiled_grams(model: VGGModel, image: jax.Array, layers, tile: int, precision: str = "float32") -> dict:
-    """``{layer: G}``, the Gram of the HWC ``image``'s features at each layer, summed over tiles of ``tile``
-    pixels (exact apart from float rounding: see the module)."""
+def _gram_pass(model: VGGModel, shape, layers, tile: int, precision: str):
+    """(targets, weights, plan) of a pass 1 that only sums Grams over an image of ``shape``: no content term."""
     spec = LossSpec((), tuple(layers), precision=precision)
     channels = {l: f.shape[-1] for l, f in jax.eval_shape(
         lambda x: extract_features(model, x, tuple(layers), precision),
-        jax.ShapeDtypeStruct(image.shape, jnp.float32)).items()}
+        jax.ShapeDtypeStruct(tuple(shape), jnp.float32)).items()}
     targets = Targets({}, {l: jnp.zeros((1, n, n), jnp.float32) for l, n in channels.items()})
     zero = jnp.float32(0.0)
     weights = LossWeights(zero, zero, zero, jnp.zeros(len(channels), jnp.float32), jnp.ones(1, jnp.float32))
-    return _pass1(image, model, targets, weights, plan(model, image.shape, targets, spec, tile), PURE)[0]
+    return targets, weights, plan(model, shape, targets, spec, tile)
+
+
+def tiled_grams(model: VGGModel, image: jax.Array, layers, tile: int, precision: str = "float32",
+                parts: TileParts = PURE) -> dict:
+    """``{layer: G}``, the Gram of the HWC ``image``'s features at each layer, summed over tiles of ``tile``
+    pixels (exact apart from float rounding: see the module)."""
+    targets, weights, plan_ = _gram_pass(model, image.shape, layers, tile, precision)
+    return _pass1(image, model, targets, weights, plan_, parts)[0]
+
+
+def tiled_style_targets(model: VGGModel, styles, layers, tile: int, precision: str = "float32",
+                        parts: TileParts = PURE) -> dict:
+    """:func:`jaxstyle.objective.targets.style_targets` (no guides), tile by tile: each style image's Grams
+    summed over its tiles and divided by its M_l, stacked."""
+    per_style = []
+    for image in styles:
+        targets, weights, plan_ = _gram_pass(model, image.shape, layers, tile, precision)
+        grams = _pass1(image, model, targets, weights, plan_, parts)[0]
+        per_style.append({l: grams[l] / m for l, m in zip(plan_.style_layers, plan_.positions)})
+    return {l: jnp.stack([g[l] for g in per_style]) for l in layers}
+
+
+def tiled_features(model: VGGModel, image: jax.Array, layers, tile: int, precision: str = "float32",
+                   parts: TileParts = PURE) -> dict:
+    """:func:`jaxstyle.objective.targets.content_targets`, tile by tile: each tile's features at its own
+    positions, put together (the tiles are a row-major grid)."""
+    layers = tuple(layers)
+    rows = {}
+    for box, window in tile_windows(model.arch, layers, image.shape[:2], tile):
+        rows.setdefault(box[0], []).append(parts.features(model, image, _corner(box, window), layers=layers,
+                                                          precision=precision, **_sizes(box, window)))
+    return {l: jnp.concatenate([jnp.concatenate([t[l] for t in row], axis=1) for row in rows.values()], axis=0)
+            for l in layers}
 
 
 def tiled_total_loss(image: jax.Array, model: VGGModel, targets: Targets, weights: LossWeights, spec: LossSpec,
