@@ -141,6 +141,15 @@ def test_estimate_with_tiles_is_lower_at_high_resolution():
     assert same.evaluation >= memory.estimate(gatys.StyleConfig(image_size=256), (256, 256), "vgg16").evaluation
 
 
+def test_a_run_that_does_not_fit_is_told_what_tiles_would_need():
+    config = gatys.StyleConfig(image_size=2048, lbfgs_memory=10)
+    note = memory.tile_note(config, (2048, 2048), "vgg16")
+    tiled_mib = int(note.removeprefix("--tile 512 would need ").removesuffix(" MiB").replace(",", ""))
+    assert tiled_mib < 0.3 * memory.estimate(config, (2048, 2048), "vgg16").total / memory.MiB
+    assert memory.tile_note(gatys.StyleConfig(image_size=2048, optimizer="lbfgs"), (2048, 2048), "vgg16") is None
+    assert memory.tile_note(gatys.StyleConfig(image_size=256), (256, 256), "vgg16") is None  # the window is the image
+
+
 def _cli(tmp_path, *extra):
     from jaxstyle.cli import main
 
