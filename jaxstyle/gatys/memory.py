@@ -5,7 +5,7 @@ The model (docs/highres.md, "Memory"): one loss-and-gradient evaluation holds ``
 (measured with ``compiled.memory_analysis()``: XLA's temporary buffers of the jitted evaluation are exactly
 linear in the pixel count, and the same for VGG16 and VGG19 and for every layer set, because the peak is reached
 in block 1's backward pass at full resolution, whatever runs deeper), plus the run state (the iterate, the
-previous one, the gradient...), the optimiser state (L-BFGS: ``2 x history`` images of curvature pairs, i.e.
+previous one, the gradient...), the content targets, the optimiser state (L-BFGS: ``2 x history`` images of curvature pairs, i.e.
 24 x history x pixels bytes; Adam: two moment images), the network's weights and, on the host, the process
 itself (the Python interpreter, jax and XLA).
 """
@@ -48,21 +48,36 @@ class MemoryEstimate(NamedTuple):
     kernels: int  # XLA's working copies of the conv kernels the evaluation runs
     optimizer: int  # the optimiser state (L-BFGS history, Adam moments, the average of iterates)
     images: int  # the run's own images (iterate, previous iterate, gradient, output)
+    targets: int  # the content targets (features at the content layers), held for the whole run
     weights: int  # the network's parameters
     base: int  # the process itself (host only)
     tile: int | None = None  # tiled evaluation: the tile size (evaluation is then one window's, see estimate)
 
     @property
     def total(self) -> int:
-        return self.evaluation + self.kernels + self.optimizer + self.images + self.weights + self.base
+        return sum(getattr(self, name) for name in PARTS)
 
     def line(self) -> str:
         h, w = self.shape
-        parts = ", ".join(f"{name} {getattr(self, name) / MiB:.0f}" for name in
-                          ("evaluation", "kernels", "optimizer", "images", "weights", "base")
-                          if getattr(self, name))
+        parts = ", ".join(f"{name} {getattr(self, name) / MiB:.0f}" for name in PARTS if getattr(self, name))
         tiles = f" in tiles of {self.tile} px" if self.tile else ""
         return f"memory estimate at {w}x{h}{tiles}: {self.total / MiB:,.0f} MiB peak ({parts} MiB)"
+
+
+PARTS = ("evaluation", "kernels", "optimizer", "images", "targets", "weights", "base")
+
+
+def content_target_bytes(arch: str, layers, hw) -> int:
+    """Bytes of the float32 features of ``layers`` for an image of ``hw`` (the content targets; the style
+    targets, Grams of at most 512x512, are left out)."""
+    names, convs = vgg.layer_names(arch), vgg.conv_shapes(arch)
+    total = 0
+    for layer in layers:
+        before = names[: names.index(layer) + 1]
+        stride = 2 ** sum(name.startswith("pool") for name in before)
+        channels = [convs[name][3] for name in before if name in convs][-1]
+        total += 4 * channels * (hw[0] // stride) * (hw[1] // stride)
+    return total
 
 
 def optimizer_images(config: StyleConfig) -> int:
@@ -99,7 +114,8 @@ def estimate(config: StyleConfig, content_hw, arch: str, *, host: bool = True) -
     return MemoryEstimate(hw, int(evaluation),
                           int(KERNEL_COPIES * weight_bytes(arch, layers)),
                           optimizer_images(config) * IMAGE_BYTES_PER_PIXEL * pixels,
-                          RUN_IMAGES * IMAGE_BYTES_PER_PIXEL * pixels, weight_bytes(arch),
+                          RUN_IMAGES * IMAGE_BYTES_PER_PIXEL * pixels,
+                          content_target_bytes(arch, config.content_layers, hw), weight_bytes(arch),
                           HOST_BASE if host else 0, config.tile)
 
 
