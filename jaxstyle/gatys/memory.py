@@ -12,10 +12,12 @@ itself (the Python interpreter, jax and XLA).
 
 from __future__ import annotations
 
+import dataclasses
 from typing import NamedTuple
 
 from ..nets import vgg
 from ..objective import tiled
+from ..optim.optimizers import EVALUATE_ONCE
 from .config import StyleConfig, stage_sizes
 
 MiB = 2 ** 20
@@ -122,7 +124,6 @@ def estimate(config: StyleConfig, content_hw, arch: str, *, host: bool = True) -
 def largest_fitting_size(config: StyleConfig, content_hw, arch: str, available: int, *, host: bool = True) -> int:
     """The largest output long side (>= vgg.MIN_SIZE, else 0) whose estimate fits in ``available`` bytes, the
     other settings unchanged (coarse-to-fine stages scaled with it)."""
-    import dataclasses
 
     def fits(long_side: int) -> bool:
         scaled = config
@@ -165,10 +166,6 @@ SUGGESTED_TILE = 512
 def tile_note(config: StyleConfig, content_hw, arch: str, *, host: bool = True) -> str | None:
     """What ``--tile`` would need where the run is untiled, tiles would save memory and its optimiser can step
     from a given gradient; else None."""
-    import dataclasses
-
-    from ..optim.optimizers import EVALUATE_ONCE
-
     if config.tile is not None or config.optimizer not in EVALUATE_ONCE:
         return None
     tiled_ = estimate(dataclasses.replace(config, tile=SUGGESTED_TILE), content_hw, arch, host=host)
