@@ -52,6 +52,21 @@ def test_tiled_run_follows_untiled_run(model, optimizer):
     assert np.abs(tiled_run.image - untiled.image).max() < 1e-3
 
 
+def test_tiled_run_resumes_exactly_and_runs_coarse_to_fine(model):
+    content, style = _images()
+    config = lambda **kw: gatys.StyleConfig(**{**CONFIG, "tile": 24, **kw})
+    whole = gatys.run_stylize(content, [style], model, config(iterations=4), chunk=2)
+    half = gatys.run_stylize(content, [style], model, config(iterations=2), chunk=2)
+    rest = gatys.run_stylize(content, [style], model, config(iterations=4), chunk=2, resume=half.state,
+                             history=half.history)
+    np.testing.assert_array_equal(rest.image, whole.image)
+    stages = {tile: gatys.run_stylize(content, [style], model, config(image_size=64, scales=(32, 64), iterations=2,
+                                                                      tile=tile), chunk=1) for tile in (None, 24)}
+    assert stages[24].image.shape == (48, 64, 3)
+    np.testing.assert_allclose([h["total"] for h in stages[24].history], [h["total"] for h in stages[None].history],
+                               rtol=LOSS_RTOL)
+
+
 def _evaluation(model, tile):
     content, style = _images(1)
     config = gatys.StyleConfig(**CONFIG)
