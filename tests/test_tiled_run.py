@@ -109,7 +109,8 @@ def test_tiled_targets_equal_the_whole_image_targets(model):
 
 def test_tile_program_compiles_far_smaller_than_the_whole_image_step(model):
     """The memory claim, in compiled memory: the largest tile's pull-back program holds a fraction of the
-    temporaries of the whole-image step run_stylize runs untiled (64x64 image, 16-px tiles: windows of at most 31x31, under a quarter of the image)."""
+    temporaries of the whole-image step run_stylize runs untiled (64x64 image, 16-px tiles: windows of at most
+    31x31, under a quarter of the image)."""
     rng = np.random.default_rng(3)
     image = rng.uniform(size=(64, 64, 3)).astype(np.float32)
     config = gatys.StyleConfig(**CONFIG)

@@ -5,9 +5,10 @@ The model (docs/highres.md, "Memory"): one loss-and-gradient evaluation holds ``
 (measured with ``compiled.memory_analysis()``: XLA's temporary buffers of the jitted evaluation are exactly
 linear in the pixel count, and the same for VGG16 and VGG19 and for every layer set, because the peak is reached
 in block 1's backward pass at full resolution, whatever runs deeper), plus the run state (the iterate, the
-previous one, the gradient...), the content targets, the optimiser state (L-BFGS: ``2 x history`` images of curvature pairs, i.e.
-24 x history x pixels bytes; Adam: two moment images), the network's weights and, on the host, the process
-itself (the Python interpreter, jax and XLA).
+previous one, the gradient...), the content targets, the optimiser state (L-BFGS: ``2 x history`` images of
+curvature pairs, i.e. 24 x history x pixels bytes; Adam: two moment images), the network's weights and, on the
+host, the process itself (the Python interpreter, jax and XLA). A tiled run (``StyleConfig.tile``) evaluates one
+tile's window at a time: its evaluation is the largest window's.
 """
 
 from __future__ import annotations

@@ -6,9 +6,10 @@ of the image ``x`` minimising the scalar ``fun``, and the loss at ``x`` (so a ca
 finite point). Optimisers whose step evaluates ``fun`` once, at ``x`` (Adam, unit-step L-BFGS), also have
 ``apply(value, grad, x, opt_state) -> Update``: the same step from a loss and gradient computed elsewhere (tile by
 tile on the host, :mod:`jaxstyle.objective.tiled`); their ``step`` is written with it. A line search evaluates
-``fun`` at points of its own choosing, so ``lbfgs`` and ``scipy-lbfgs`` have no ``apply``. Every optax optimiser advances one iteration per step; jax.scipy's L-BFGS advances up to
-``budget`` iterations in one call (it exposes no single step). Nothing here loops, keeps the last finite image or
-calls ``jax.jit``: :mod:`jaxstyle.optim.loop` is the one state machine built on ``step``, and drivers jit it.
+``fun`` at points of its own choosing, so ``lbfgs`` and ``scipy-lbfgs`` have no ``apply``. Every optax optimiser
+advances one iteration per step; jax.scipy's L-BFGS advances up to ``budget`` iterations in one call (it exposes
+no single step). Nothing here loops, keeps the last finite image or calls ``jax.jit``: :mod:`jaxstyle.optim.loop`
+is the one state machine built on ``step`` (and ``apply``), and drivers jit it.
 
 Box constraint: the image must stay in [0, 1]. Adam projects (clips) after every step. L-BFGS runs
 unconstrained and the driver clips once at the end: projecting inside L-BFGS would corrupt its curvature pairs
