@@ -92,10 +92,11 @@ class StyleConfig:
     # Average of iterates (as crowsonkb/style-transfer-pytorch): the output is the bias-corrected exponential
     # moving average of the iterates with this decay (0: off, the last iterate), restarted at every stage.
     average: float = 0.0
-    # High resolution within memory (docs/highres.md): evaluate the loss and its gradient in tiles of about this
-    # many pixels a side, each dispatched on its own from the host (jaxstyle.gatys.tiled), so one tile window's
-    # activations exist at a time; None: the whole image at once. Exact (Grams are sums over positions); costs a
-    # second forward pass per tile plus the receptive-field halo. Needs an optimiser that evaluates once per step.
+    # High resolution within memory (docs/highres.md): compute the targets, the loss and its gradient in tiles of
+    # about this many pixels a side, each dispatched on its own from the host (jaxstyle.gatys.tiled), so one tile
+    # window's activations exist at a time; None: the whole image at once. Exact (Grams are sums over positions);
+    # costs a second forward pass per tile plus the receptive-field halo (about 2x the compute). Needs an
+    # optimiser that evaluates once per step; no masks.
     tile: int | None = None
 
     def __post_init__(self):
