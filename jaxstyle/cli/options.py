@@ -134,6 +134,9 @@ CONFIG_OPTIONS = {
                 "iterate", None),
     "precision": ({"choices": PRECISIONS}, "convolution precision: float32, tf32 (GPU tensor cores) or bfloat16 "
                   "activations; Gram matrices and losses always accumulate in float32", None),
+    "tile": ({"type": integer, "metavar": "PX"}, "high resolution within memory: evaluate the targets, the loss "
+             "and its gradient in tiles of about PX pixels a side, one at a time (exact; about 2x the compute; "
+             "needs --optimizer lbfgs-nols or adam, no masks; e.g. 512 at 2048 px)", "whole image"),
 }
 assert set(CONFIG_OPTIONS) == set(DEFAULTS), "every StyleConfig field needs exactly one CLI option"
 

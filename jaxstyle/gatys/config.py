@@ -92,6 +92,12 @@ class StyleConfig:
     # Average of iterates (as crowsonkb/style-transfer-pytorch): the output is the bias-corrected exponential
     # moving average of the iterates with this decay (0: off, the last iterate), restarted at every stage.
     average: float = 0.0
+    # High resolution within memory (docs/highres.md): compute the targets, the loss and its gradient in tiles of
+    # about this many pixels a side, each dispatched on its own from the host (jaxstyle.gatys.tiled), so one tile
+    # window's activations exist at a time; None: the whole image at once. Exact (Grams are sums over positions);
+    # costs a second forward pass per tile plus the receptive-field halo (about 2x the compute). Needs an
+    # optimiser that evaluates once per step; no masks.
+    tile: int | None = None
 
     def __post_init__(self):
         # Sequences from Python lists or JSON become tuples: the config is hashable and compares equal.
@@ -107,6 +113,16 @@ class StyleConfig:
         self._check_scales()
         if self.scales:
             object.__setattr__(self, "image_size", self.scales[-1])
+        self._check_tile()
+
+    def _check_tile(self) -> None:
+        if self.tile is None:
+            return
+        if self.tile < vgg.MIN_SIZE:
+            raise ConfigError("tile", f" must be >= {vgg.MIN_SIZE} pixels, not {self.tile}")
+        if self.optimizer not in optim.EVALUATE_ONCE:
+            raise ConfigError("tile", f" needs an optimizer that evaluates the loss once per step "
+                              f"({' or '.join(optim.EVALUATE_ONCE)}); {self.optimizer!r} has a line search")
 
     def _check_scales(self) -> None:
         if not 0.0 <= self.average < 1.0:

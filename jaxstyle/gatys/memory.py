@@ -5,16 +5,20 @@ The model (docs/highres.md, "Memory"): one loss-and-gradient evaluation holds ``
 (measured with ``compiled.memory_analysis()``: XLA's temporary buffers of the jitted evaluation are exactly
 linear in the pixel count, and the same for VGG16 and VGG19 and for every layer set, because the peak is reached
 in block 1's backward pass at full resolution, whatever runs deeper), plus the run state (the iterate, the
-previous one, the gradient...), the optimiser state (L-BFGS: ``2 x history`` images of curvature pairs, i.e.
-24 x history x pixels bytes; Adam: two moment images), the network's weights and, on the host, the process
-itself (the Python interpreter, jax and XLA).
+previous one, the gradient...), the content targets, the optimiser state (L-BFGS: ``2 x history`` images of
+curvature pairs, i.e. 24 x history x pixels bytes; Adam: two moment images), the network's weights and, on the
+host, the process itself (the Python interpreter, jax and XLA). A tiled run (``StyleConfig.tile``) evaluates one
+tile's window at a time: its evaluation is the largest window's.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import NamedTuple
 
 from ..nets import vgg
+from ..objective import tiled
+from ..optim.optimizers import EVALUATE_ONCE
 from .config import StyleConfig, stage_sizes
 
 MiB = 2 ** 20
@@ -34,6 +38,9 @@ IMAGE_BYTES_PER_PIXEL = 12  # float32 RGB
 # Images the driver holds besides the optimiser state: x, x_prev, the gradient and the step's update, the
 # clipped output and its host copy.
 RUN_IMAGES = 6
+# Tiled evaluation (StyleConfig.tile): image-sized arrays it adds between tile calls: the gradient accumulator
+# and the TV term's gradient it starts from.
+TILE_IMAGES = 2
 
 
 class MemoryEstimate(NamedTuple):
@@ -44,19 +51,36 @@ class MemoryEstimate(NamedTuple):
     kernels: int  # XLA's working copies of the conv kernels the evaluation runs
     optimizer: int  # the optimiser state (L-BFGS history, Adam moments, the average of iterates)
     images: int  # the run's own images (iterate, previous iterate, gradient, output)
+    targets: int  # the content targets (features at the content layers), held for the whole run
     weights: int  # the network's parameters
     base: int  # the process itself (host only)
+    tile: int | None = None  # tiled evaluation: the tile size (evaluation is then one window's, see estimate)
 
     @property
     def total(self) -> int:
-        return self.evaluation + self.kernels + self.optimizer + self.images + self.weights + self.base
+        return sum(getattr(self, name) for name in PARTS)
 
     def line(self) -> str:
         h, w = self.shape
-        parts = ", ".join(f"{name} {getattr(self, name) / MiB:.0f}" for name in
-                          ("evaluation", "kernels", "optimizer", "images", "weights", "base")
-                          if getattr(self, name))
-        return f"memory estimate at {w}x{h}: {self.total / MiB:,.0f} MiB peak ({parts} MiB)"
+        parts = ", ".join(f"{name} {getattr(self, name) / MiB:.0f}" for name in PARTS if getattr(self, name))
+        tiles = f" in tiles of {self.tile} px" if self.tile else ""
+        return f"memory estimate at {w}x{h}{tiles}: {self.total / MiB:,.0f} MiB peak ({parts} MiB)"
+
+
+PARTS = ("evaluation", "kernels", "optimizer", "images", "targets", "weights", "base")
+
+
+def content_target_bytes(arch: str, layers, hw) -> int:
+    """Bytes of the float32 features of ``layers`` for an image of ``hw`` (the content targets; the style
+    targets, Grams of at most 512x512, are left out)."""
+    names, convs = vgg.layer_names(arch), vgg.conv_shapes(arch)
+    total = 0
+    for layer in layers:
+        before = names[: names.index(layer) + 1]
+        stride = 2 ** sum(name.startswith("pool") for name in before)
+        channels = [convs[name][3] for name in before if name in convs][-1]
+        total += 4 * channels * (hw[0] // stride) * (hw[1] // stride)
+    return total
 
 
 def optimizer_images(config: StyleConfig) -> int:
@@ -86,17 +110,21 @@ def estimate(config: StyleConfig, content_hw, arch: str, *, host: bool = True) -
     # The style targets run the network forward (no gradient) on the style image, style_scale x the size: an
     # evaluation's working set bounds it at the same size, so only a larger style image can set the peak.
     evaluated = pixels * max(1.0, config.style_scale ** 2)
-    return MemoryEstimate(hw, int(EVALUATION_BYTES_PER_PIXEL * evaluated),
+    evaluation = EVALUATION_BYTES_PER_PIXEL * evaluated
+    if config.tile is not None:  # one window's evaluation at a time (the targets are tiled too, forward only)
+        window = max((b - a) * (d - c) for _, (a, b, c, d) in tiled.tile_windows(arch, layers, hw, config.tile))
+        evaluation = EVALUATION_BYTES_PER_PIXEL * window + TILE_IMAGES * IMAGE_BYTES_PER_PIXEL * pixels
+    return MemoryEstimate(hw, int(evaluation),
                           int(KERNEL_COPIES * weight_bytes(arch, layers)),
                           optimizer_images(config) * IMAGE_BYTES_PER_PIXEL * pixels,
-                          RUN_IMAGES * IMAGE_BYTES_PER_PIXEL * pixels, weight_bytes(arch),
-                          HOST_BASE if host else 0)
+                          RUN_IMAGES * IMAGE_BYTES_PER_PIXEL * pixels,
+                          content_target_bytes(arch, config.content_layers, hw), weight_bytes(arch),
+                          HOST_BASE if host else 0, config.tile)
 
 
 def largest_fitting_size(config: StyleConfig, content_hw, arch: str, available: int, *, host: bool = True) -> int:
     """The largest output long side (>= vgg.MIN_SIZE, else 0) whose estimate fits in ``available`` bytes, the
     other settings unchanged (coarse-to-fine stages scaled with it)."""
-    import dataclasses
 
     def fits(long_side: int) -> bool:
         scaled = config
@@ -129,3 +157,19 @@ def lbfgs_history_note(config: StyleConfig, estimate_: MemoryEstimate) -> str | 
         return None
     return (f"the L-BFGS history (24 x {config.lbfgs_memory} x {pixels:,} pixels = {history / MiB:,.0f} MiB) is "
             f"most of it; --lbfgs-memory 10 would need {(estimate_.total - history * (1 - 10 / config.lbfgs_memory)) / MiB:,.0f} MiB")
+
+
+# The tile size suggested when a run does not fit: several times relu5_1's 85-px halo, so the windows' overlap
+# stays small (docs/highres.md).
+SUGGESTED_TILE = 512
+
+
+def tile_note(config: StyleConfig, content_hw, arch: str, *, host: bool = True) -> str | None:
+    """What ``--tile`` would need where the run is untiled, tiles would save memory and its optimiser can step
+    from a given gradient; else None."""
+    if config.tile is not None or config.optimizer not in EVALUATE_ONCE:
+        return None
+    tiled_ = estimate(dataclasses.replace(config, tile=SUGGESTED_TILE), content_hw, arch, host=host)
+    if tiled_.total >= estimate(config, content_hw, arch, host=host).total:
+        return None
+    return f"--tile {SUGGESTED_TILE} would need {tiled_.total / MiB:,.0f} MiB"

@@ -15,6 +15,7 @@ from ..nets.model import VGGModel
 from ..nets.model import extract_features
 from ..objective.perceptual import LossSpec, LossWeights
 from ..objective.targets import Targets, content_targets, output_guides, style_targets
+from . import tiled
 from .config import INITS, StyleConfig, loss_spec, loss_weights
 
 # The targets in one compiled call each instead of op-by-op dispatch (each eager op compiles separately and too
@@ -88,6 +89,9 @@ def _as_mask(x, what: str, hw) -> jax.Array:
 
 def _masks(content_masks, style_masks, styles, shape, config: StyleConfig):
     """(output guides ``(S, H, W)`` or None, style guides: one ``(H, W)`` or None per style image)."""
+    if content_masks is not None and config.tile is not None:
+        raise UsageError("--tile does not handle spatial control (content masks): the guided Grams are not "
+                         "tiled; drop --tile or the masks")
     if content_masks is None:
         if style_masks is not None:
             raise UsageError("style masks need content masks: one --content-mask per style image says where "
@@ -151,7 +155,7 @@ def prepare(model: VGGModel, content, styles, config: StyleConfig, target_cache=
     guides, style_guides = _masks(content_masks, style_masks, styles, shape, config)
     # Guided Grams depend on the masks, which the target cache's key does not hold: computed afresh.
     content_t, grams = _targets(model, content_seen, styles, spec, None if guides is not None else target_cache,
-                                style_guides, config.mask_method)
+                                style_guides, config.mask_method, config.tile)
     if content_seen is None:  # style mode: the content term has weight 0; zeros of the right shape keep the
         # loss structure (shapes from tracing alone, no forward pass)
         like = jax.eval_shape(lambda x: extract_features(model, x, spec.content_layers), jnp.zeros(shape))
@@ -161,8 +165,9 @@ def prepare(model: VGGModel, content, styles, config: StyleConfig, target_cache=
     return Problem(content_seen, content_rgb, styles, shape, Targets(content_t, grams, layer_guides), weights, spec)
 
 
-def _targets(model, content_seen, styles, spec: LossSpec, target_cache, style_guides, mask_method):
-    """(content features, style Grams): from ``target_cache`` when it holds them, else computed (and stored)."""
+def _targets(model, content_seen, styles, spec: LossSpec, target_cache, style_guides, mask_method, tile=None):
+    """(content features, style Grams): from ``target_cache`` when it holds them, else computed (and stored);
+    tile by tile where ``tile`` is set (the same values up to float rounding, so the cache serves both)."""
     content_layers = spec.content_layers if content_seen is not None else ()
     style_layers = spec.style_layers if styles else ()
     key = cached = None
@@ -171,10 +176,13 @@ def _targets(model, content_seen, styles, spec: LossSpec, target_cache, style_gu
         cached = target_cache.load(key, content_layers, style_layers, len(styles))
     if cached is not None:
         return tuple(jax.tree.map(jnp.asarray, d) for d in cached)
-    content_t = (_content_targets_jit(model, content_seen, spec.content_layers, spec.precision)
-                 if content_seen is not None else {})
-    grams = (_style_targets_jit(model, styles, spec.style_layers, spec.precision, style_guides, mask_method)
-             if styles else {})
+    if tile is not None:
+        content_t, grams = tiled.targets(model, content_seen, styles, spec, tile)
+    else:
+        content_t = (_content_targets_jit(model, content_seen, spec.content_layers, spec.precision)
+                     if content_seen is not None else {})
+        grams = (_style_targets_jit(model, styles, spec.style_layers, spec.precision, style_guides, mask_method)
+                 if styles else {})
     if target_cache is not None:
         target_cache.save(key, content_t, grams)
     return content_t, grams

@@ -24,6 +24,7 @@ from ..objective.perceptual import LossSpec, loss_terms, total_loss
 from ..optim import loop
 from ..optim import optimizers as optim
 from ..optim.optimizers import make_optimizer
+from . import tiled
 from .config import StyleConfig, stage_configs
 from .problem import Problem, init_image, prepare, resize
 
@@ -108,12 +109,17 @@ def programs(problem: Problem, config: StyleConfig, model: VGGModel, weights=Non
     """:class:`~jaxstyle.optim.loop.Programs` for one run of ``problem`` (``weights``: its own, if given)."""
     step, chunk, terms, reject = _programs(problem.spec, _opt_key(config))
     targets, weights = problem.targets, problem.weights if weights is None else weights
-    return loop.Programs(
+    progs = loop.Programs(
         step=(lambda s: step(model, targets, weights, *_split(s))) if host_loop else None,
         chunk=lambda s, n: chunk(model, targets, weights, *_split(s), max_steps=n),
         terms=lambda x: terms(model, x, targets, weights),
         reject=lambda s, bad: reject(s, jnp.asarray(bad)),
         set_stop=lambda s, stop_at: s._replace(stop_at=jnp.asarray(stop_at, jnp.int32)))
+    if config.tile is None:
+        return progs
+    # Tiled: the step and the loss terms tile by tile, always from the host (a compiled chunk holds every tile).
+    return progs._replace(chunk=None, **tiled.step_and_terms(problem, model, weights, optimizer_of(config),
+                                                             config.tile))
 
 
 def host_loop_default() -> bool:
@@ -169,7 +175,8 @@ def run_stylize(content, styles, model: VGGModel, config: StyleConfig = StyleCon
     KeyboardInterrupt inside a chunk keeps the last completed image. ``host_loop`` (default: on CPU only) runs
     each chunk as jitted single steps dispatched from Python instead of one compiled while_loop: same step,
     and 1.7-5x faster on XLA CPU (docs/benchmarks.md). ``target_cache``, ``content_masks`` and
-    ``style_masks`` (spatial control): see :func:`prepare`.
+    ``style_masks`` (spatial control): see :func:`prepare`. ``config.tile`` evaluates tile by tile on the host
+    (:mod:`jaxstyle.gatys.tiled`; always the host loop; not with masks).
     """
     model = model.with_pooling(config.pooling)
     host_loop = host_loop_default() if host_loop is None else host_loop

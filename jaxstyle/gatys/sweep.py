@@ -247,6 +247,15 @@ def _setup(problem, config, model, weights, xs, mesh, host_loop: bool):
 # ----------------------------------------------------------------------------------------------- driver
 
 
+def _check_single_stage(config: StyleConfig) -> None:
+    """Refuse what run_stylize does and a sweep does not (yet): stages, averages, tiles."""
+    if config.scales or config.num_scales > 1 or config.average:  # run_stylize's, not (yet) vmapped here
+        raise UsageError("a sweep runs one stage and outputs the last iterate: --scales, --num-scales and "
+                         "--average are for stylize")
+    if config.tile is not None:  # vmapped runs dispatch one program; tiles are host-dispatched calls
+        raise UsageError("a sweep evaluates the whole image: --tile is for stylize")
+
+
 def stylize_many(content, style, settings: Mapping[str, Any], *, model: VGGModel,
                  config: StyleConfig = DEFAULT_CONFIG, mesh: Mesh | None = None, chunk: int = 50,
                  callback: Callable[[SweepProgress], None] | None = None,
@@ -275,9 +284,7 @@ def stylize_many(content, style, settings: Mapping[str, Any], *, model: VGGModel
     1e-4), where ``configs = run_configs(...)``.
     """
     start = time.perf_counter()
-    if config.scales or config.num_scales > 1 or config.average:  # run_stylize's, not (yet) vmapped here
-        raise UsageError("a sweep runs one stage and outputs the last iterate: --scales, --num-scales and "
-                         "--average are for stylize")
+    _check_single_stage(config)
     model = model.with_pooling(config.pooling)
     problem = prepare(model, content, style, config, target_cache)  # targets: once, shared by every run
     n_styles = max(len(problem.styles), 1)

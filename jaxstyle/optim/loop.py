@@ -1,7 +1,8 @@
 """The run state machine, written once: one :class:`RunState` pytree, a pure :func:`init` and :func:`step`, and
 the loops every driver is built from.
 
-:func:`step` advances a state by one optimiser step. It is pure and jit-/vmap-able, so the single run, the
+:func:`step` advances a state by one optimiser step (:func:`apply`: the same from a loss and gradient the caller
+evaluated). It is pure and jit-/vmap-able, so the single run, the
 vmapped sweep, the host-dispatched loop and the compiled while-loop all run this one function:
 
 - :func:`run_chunk` repeats it inside one ``lax.while_loop`` (GPU/TPU: many iterations per dispatch; under
@@ -94,9 +95,18 @@ def step(optimizer: Optimizer, fun: Callable[[jax.Array], jax.Array], state: Run
     A state that is not :func:`running` keeps its image and counters (its ``opt_state`` is not kept: see
     :func:`_next`). A non-finite loss stops the run at ``x_prev``.
     """
-    active = running(state)
-    update = optimizer.step(fun, state.x, state.opt_state, state.stop_at - state.iteration)
-    return _next(state, update, active, jnp.isfinite(update.value)), update.value
+    return _advance(state, optimizer.step(fun, state.x, state.opt_state, state.stop_at - state.iteration))
+
+
+def apply(optimizer: Optimizer, value, grad, state: RunState) -> tuple[RunState, jax.Array]:
+    """:func:`step` from the loss ``value`` and its gradient ``grad`` at ``state.x``, computed by the caller (the
+    tiled driver evaluates tile by tile on the host); ``optimizer.apply`` must exist. Pure; same transitions."""
+    return _advance(state, optimizer.apply(value, grad, state.x, state.opt_state))
+
+
+def _advance(state: RunState, update: Update) -> tuple[RunState, jax.Array]:
+    """The state after ``update``, a step from ``state.x`` (keep-last-finite: :func:`_next`), and its loss."""
+    return _next(state, update, running(state), jnp.isfinite(update.value)), update.value
 
 
 def reject(state: RunState, bad) -> RunState:

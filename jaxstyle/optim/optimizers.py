@@ -3,9 +3,13 @@ and jax.scipy L-BFGS.
 
 An :class:`Optimizer` is ``init(x) -> opt_state`` and ``step(fun, x, opt_state, budget) -> Update``: one update
 of the image ``x`` minimising the scalar ``fun``, and the loss at ``x`` (so a caller learns whether ``x`` was a
-finite point). Every optax optimiser advances one iteration per step; jax.scipy's L-BFGS advances up to
-``budget`` iterations in one call (it exposes no single step). Nothing here loops, keeps the last finite image or
-calls ``jax.jit``: :mod:`jaxstyle.optim.loop` is the one state machine built on ``step``, and drivers jit it.
+finite point). Optimisers whose step evaluates ``fun`` once, at ``x`` (Adam, unit-step L-BFGS), also have
+``apply(value, grad, x, opt_state) -> Update``: the same step from a loss and gradient computed elsewhere (tile by
+tile on the host, :mod:`jaxstyle.objective.tiled`); their ``step`` is written with it. A line search evaluates
+``fun`` at points of its own choosing, so ``lbfgs`` and ``scipy-lbfgs`` have no ``apply``. Every optax optimiser
+advances one iteration per step; jax.scipy's L-BFGS advances up to ``budget`` iterations in one call (it exposes
+no single step). Nothing here loops, keeps the last finite image or calls ``jax.jit``: :mod:`jaxstyle.optim.loop`
+is the one state machine built on ``step`` (and ``apply``), and drivers jit it.
 
 Box constraint: the image must stay in [0, 1]. Adam projects (clips) after every step. L-BFGS runs
 unconstrained and the driver clips once at the end: projecting inside L-BFGS would corrupt its curvature pairs
@@ -42,6 +46,22 @@ class Optimizer:
     # The state for the image ``x`` of another size (coarse-to-fine) from a state at the previous size, or None:
     # start afresh (``init(x)``), as L-BFGS does (its curvature pairs belong to the old pixels).
     rescale: Callable[[Any, jax.Array], Any] | None = None
+    # apply(value, grad, x, opt_state) -> Update: the step from the loss and gradient at ``x`` (pure), or None
+    # where a step must evaluate ``fun`` elsewhere too (a line search).
+    apply: Callable[..., Update] | None = None
+
+# The optimisers that can step from a given (value, gradient): those with ``apply`` (tiled evaluation needs one).
+EVALUATE_ONCE = ("lbfgs-nols", "adam")
+
+
+def _step_via(apply) -> Callable[..., Update]:
+    """The ``step`` of an optimiser that evaluates ``fun`` once, at ``x``: value and gradient there, then
+    ``apply`` (one implementation of the update for both entry points)."""
+    def step(fun, x, state, budget=1):
+        del budget  # one iteration per step
+        value, grad = jax.value_and_grad(fun)(x)
+        return apply(value, grad, x, state)
+    return step
 
 
 def rescale_state(optimizer: Optimizer, opt_state, x: jax.Array):
@@ -63,34 +83,34 @@ def _optax_lbfgs(memory_size: int, linesearch: bool, max_linesearch_steps: int) 
     # Without a line search the step is the L-BFGS direction with unit step (the first one capped at 1/|g|).
     opt = optax.lbfgs(memory_size=memory_size, linesearch=ls)
 
+    if not linesearch:
+        def apply(value, grad, x, state):
+            updates, new_state = opt.update(grad, state, x, value=value, grad=grad)  # no value_fn: no line search
+            return Update(optax.apply_updates(x, updates), new_state, value, jnp.int32(1), jnp.int32(1))
+
+        return Optimizer("lbfgs-nols", opt.init, _step_via(apply), apply=apply)
+
     def step(fun, x, state, budget=1):
         del budget  # one iteration per step
-        if linesearch:
-            # With the zoom line search the value and gradient at the accepted point are cached in the state
-            # and reused here, so each iteration costs only its line-search trials.
-            value, grad = optax.value_and_grad_from_state(fun)(x, state=state)
-        else:
-            value, grad = jax.value_and_grad(fun)(x)
+        # With the zoom line search the value and gradient at the accepted point are cached in the state and
+        # reused here, so each iteration costs only its line-search trials.
+        value, grad = optax.value_and_grad_from_state(fun)(x, state=state)
         updates, new_state = opt.update(grad, state, x, value=value, grad=grad, value_fn=fun)
-        used = jnp.int32(1)
-        if linesearch:
-            # The zoom line search evaluates ``fun`` (value and gradient) once per trial step; the
-            # accepted trial's value/grad are reused by value_and_grad_from_state on the next step.
-            # The very first iteration also evaluates at the starting point (nothing cached yet).
-            info = optax.tree.get(new_state, "info")
-            first = optax.tree.get(state, "count") == 0
-            used = jnp.asarray(info.num_linesearch_steps, jnp.int32) + first.astype(jnp.int32)
+        # The zoom line search evaluates ``fun`` (value and gradient) once per trial step; the accepted trial's
+        # value/grad are reused by value_and_grad_from_state on the next step. The very first iteration also
+        # evaluates at the starting point (nothing cached yet).
+        info = optax.tree.get(new_state, "info")
+        first = optax.tree.get(state, "count") == 0
+        used = jnp.asarray(info.num_linesearch_steps, jnp.int32) + first.astype(jnp.int32)
         return Update(optax.apply_updates(x, updates), new_state, value, used, jnp.int32(1))
 
-    return Optimizer("lbfgs" if linesearch else "lbfgs-nols", opt.init, step)
+    return Optimizer("lbfgs", opt.init, step)
 
 
 def _optax_adam(learning_rate: float) -> Optimizer:
     opt = optax.adam(learning_rate)
 
-    def step(fun, x, state, budget=1):
-        del budget  # one iteration per step
-        value, grad = jax.value_and_grad(fun)(x)
+    def apply(value, grad, x, state):
         updates, new_state = opt.update(grad, state, x)
         # Projected gradient: keep the image in [0, 1] after every step.
         x_new = jnp.clip(optax.apply_updates(x, updates), 0.0, 1.0)
@@ -98,7 +118,8 @@ def _optax_adam(learning_rate: float) -> Optimizer:
 
     # Coarse-to-fine: the moments (mu, nu) resized to the new image, the step count kept, as
     # crowsonkb/style-transfer-pytorch's scale_adam does.
-    return Optimizer("adam", opt.init, step, rescale=lambda state, x: jax.tree.map(_resize_like(x), state))
+    return Optimizer("adam", opt.init, _step_via(apply),
+                     rescale=lambda state, x: jax.tree.map(_resize_like(x), state), apply=apply)
 
 
 class Averaged(NamedTuple):
@@ -117,17 +138,23 @@ def averaged(optimizer: Optimizer, decay: float) -> Optimizer:
     def init(x):
         return Averaged(optimizer.init(x), jnp.asarray(x, jnp.float32), jnp.int32(0))
 
-    def step(fun, x, state, budget=1):
-        u = optimizer.step(fun, x, state.inner, budget)
+    def with_mean(u: Update, state: Averaged) -> Update:
         t = state.count + 1
         rate = (1.0 - decay) / (1.0 - jnp.float32(decay) ** t.astype(jnp.float32))
         mean = state.mean + rate * (u.x - state.mean)
         return u._replace(opt_state=Averaged(u.opt_state, mean, t))
 
+    def step(fun, x, state, budget=1):
+        return with_mean(optimizer.step(fun, x, state.inner, budget), state)
+
+    def apply(value, grad, x, state):
+        return with_mean(optimizer.apply(value, grad, x, state.inner), state)
+
     def rescale(state, x):
         return Averaged(rescale_state(optimizer, state.inner, x), jnp.asarray(x, jnp.float32), jnp.int32(0))
 
-    return Optimizer(f"{optimizer.name}+average", init, step, rescale)
+    return Optimizer(f"{optimizer.name}+average", init, step, rescale,
+                     apply if optimizer.apply is not None else None)
 
 
 def output(opt_state, x: jax.Array) -> jax.Array:
