@@ -4,6 +4,8 @@ convergence tests (they converge anyway) but not these."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -153,3 +155,29 @@ def test_the_configured_learning_rate_reaches_the_run():
     step_a = np.abs(np.asarray(a.step(fun, start(), a.init(start())).x - start())).max()
     step_b = np.abs(np.asarray(b.step(fun, start(), b.init(start())).x - start())).max()
     assert step_a == pytest.approx(0.01, rel=1e-3) and step_b == pytest.approx(0.04, rel=1e-3)
+
+
+@pytest.mark.parametrize("config", [
+    StyleConfig(optimizer="adam", learning_rate=0.05, average=0.5),
+    StyleConfig(optimizer="lbfgs-nols", lbfgs_memory=3),
+    StyleConfig(optimizer="lbfgs", lbfgs_memory=4),
+], ids=["adam-averaged", "lbfgs-nols-3", "lbfgs-4"])
+def test_a_checkpointed_state_of_any_optimizer_resumes_the_uninterrupted_run(model, tmp_path, config):
+    # A checkpoint holds the optimiser state of the run's own optimiser with its settings (the default run alone
+    # would not show a field read from another optimiser's key, or a history size taken from the defaults).
+    from jaxstyle.gatys import run_stylize
+    from jaxstyle.io import checkpoint
+
+    rng = np.random.default_rng(1)
+    content, style = rng.random((24, 24, 3), np.float32), rng.random((24, 24, 3), np.float32)
+    config = dataclasses.replace(config, image_size=24, iterations=6, content_layers=("relu2_1",),
+                                 style_layers=("relu1_1", "relu2_1"))
+    whole = run_stylize(content, [style], model, config, chunk=3)
+    first = run_stylize(content, [style], model, dataclasses.replace(config, iterations=3), chunk=3)
+    path = tmp_path / "run.npz"
+    checkpoint.save(path, {"run": first.state}, {"history": first.history})
+    like = {"run": gatys_run.state_template(config, first.state.x.shape)}
+    state = checkpoint.load(path, like)[0]["run"]
+    second = run_stylize(content, [style], model, config, chunk=3, resume=state, history=first.history)
+    assert second.iterations == 6 and second.evaluations == whole.evaluations
+    np.testing.assert_array_equal(second.image, whole.image)
