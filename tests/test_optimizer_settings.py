@@ -1,5 +1,5 @@
 """Every optimiser setting reaches the optimiser, and the optimisers do what their settings say: a history size
-that were silently ignored, a learning rate that never arrived or an averaging decay read wrong would pass the
+that was silently ignored, a learning rate that never arrived or an averaging decay read wrong would pass the
 convergence tests (they converge anyway) but not these."""
 
 from __future__ import annotations
