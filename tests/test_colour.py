@@ -130,3 +130,56 @@ def test_luminance_mode_returns_content_chroma():
     plain = gatys.run_stylize(content, [style], model, dataclasses.replace(config, original_colors="none"), chunk=25)
     yiq_plain = np.asarray(colour.rgb_to_yiq(jnp.asarray(plain.image)))
     assert np.abs(yiq_plain[..., 1:] - yiq_c[..., 1:]).mean() > 0.01
+
+
+def _fitted_map(source, out):
+    """The 3x3 matrix A of ``out = (source - mu_s) A^T + mu_o``, fitted by least squares."""
+    s = source.reshape(-1, 3).astype(np.float64)
+    o = out.reshape(-1, 3).astype(np.float64)
+    a_t, *_ = np.linalg.lstsq(s - s.mean(0), o - o.mean(0), rcond=None)
+    return a_t.T
+
+
+def _sqrtm(c):
+    w, v = np.linalg.eigh(c)
+    return (v * np.sqrt(w)) @ v.T
+
+
+def test_each_histogram_method_is_its_own_map(pair):
+    # Each method's A, recovered from its output, has the method's own form (computed here with numpy from the
+    # two covariances): Cholesky factors (lower triangular), PCA (Sigma_t^1/2 Sigma_s^-1/2), the symmetric one.
+    source, target = pair
+    eye = 1e-5 * np.eye(3)
+    cs = np.cov(source.reshape(-1, 3).astype(np.float64), rowvar=False) + eye
+    ct = np.cov(target.reshape(-1, 3).astype(np.float64), rowvar=False) + eye
+    rt = _sqrtm(ct)
+    expected = {"chol": np.linalg.cholesky(ct) @ np.linalg.inv(np.linalg.cholesky(cs)),
+                "pca": _sqrtm(ct) @ np.linalg.inv(_sqrtm(cs)),
+                "sym": rt @ np.linalg.inv(_sqrtm(rt @ cs @ rt)) @ rt}
+    for method, a in expected.items():
+        out = np.asarray(colour.match_color_histogram(jnp.asarray(source), jnp.asarray(target), method))
+        np.testing.assert_allclose(_fitted_map(source, out), a, atol=2e-3, err_msg=method)
+        np.testing.assert_allclose(out.reshape(-1, 3).mean(0), target.reshape(-1, 3).mean(0), atol=1e-5)
+    assert np.allclose(np.triu(expected["chol"], 1), 0) and np.allclose(expected["sym"], expected["sym"].T)
+
+
+def test_match_luminance_takes_the_contents_mean_and_spread():
+    rng = np.random.default_rng(4)
+    style_y = jnp.asarray(rng.uniform(0.0, 1.0, (10, 12)).astype(np.float32))
+    content_y = jnp.asarray(rng.uniform(0.4, 0.6, (8, 9)).astype(np.float32))
+    out = np.asarray(colour.match_luminance(style_y, content_y))
+    assert out.shape == (10, 12)
+    assert out.mean() == pytest.approx(float(content_y.mean()), abs=1e-5)
+    assert out.std() == pytest.approx(float(content_y.std()), rel=1e-3)
+    # affine and increasing: the order of the style's values is kept
+    assert np.array_equal(np.argsort(out.ravel()), np.argsort(np.asarray(style_y).ravel()))
+    flat = np.asarray(colour.match_luminance(jnp.full((4, 4), 0.3), content_y))  # no spread: eps, no NaN
+    np.testing.assert_allclose(flat, float(content_y.mean()), atol=1e-6)
+
+
+def test_combine_luminance_clips_below_zero_too():
+    # A black luminance with a saturated content's chroma goes below 0 in some channels: clipped to 0.
+    out = np.asarray(colour.combine_luminance(jnp.zeros((2, 2, 3)), jnp.asarray([[[1.0, 0.0, 0.0]] * 2] * 2)))
+    assert out.min() == 0.0 and out.max() <= 1.0
+    raw = np.asarray(colour.yiq_to_rgb(colour.rgb_to_yiq(jnp.asarray([1.0, 0.0, 0.0])).at[0].set(0.0)))
+    assert raw.min() < 0  # the unclipped value was negative
