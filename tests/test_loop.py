@@ -40,6 +40,13 @@ def blows_up_above(limit):
 X0 = jnp.zeros((2, 2, 1), jnp.float32)
 
 
+def test_init_makes_strongly_typed_fresh_state_buffers():
+    weak = Optimizer("weak", lambda x: (jnp.asarray(0), x), None)
+    s = loop.init(weak, X0)
+    assert not s.opt_state[0].weak_type and s.opt_state[0].dtype == jnp.int32
+    assert s.opt_state[1] is not s.x  # its own buffer: drivers donate the optimiser state, never the image
+
+
 def test_init_starts_at_the_image_with_zero_counters():
     s = loop.init(descent(), X0)
     assert np.array_equal(s.x, X0) and np.array_equal(s.x_prev, X0)
@@ -92,6 +99,7 @@ def test_reject_stops_a_run_whose_last_iterate_the_caller_found_non_finite():
     s, _ = loop.step(descent(), quadratic, s)
     kept = loop.reject(s, False)
     assert bool(kept.finite) and np.array_equal(kept.x, s.x) and int(kept.iteration) == 1
+    assert int(kept.opt_state) == int(s.opt_state) == 1  # a run that is not rejected goes on with its state
     stopped = loop.reject(s, True)
     assert not bool(stopped.finite) and int(stopped.iteration) == 0
     np.testing.assert_array_equal(stopped.x, X0)
@@ -156,8 +164,10 @@ def test_restart_moves_to_a_new_image_and_keeps_counting():
     s = loop.init(opt, X0)._replace(stop_at=jnp.int32(2))
     s, _ = loop.step(opt, quadratic, s)
     big = jnp.full((4, 4, 1), 0.25)
-    r = loop.restart(s, big, jnp.int32(9))
+    r = loop.restart(s, big, jnp.asarray(9))  # a weakly typed scalar, as optax's initial states hold
     assert r.x.shape == (4, 4, 1) and np.array_equal(r.x_prev, r.x) and int(r.opt_state) == 9
+    # Strongly typed: otherwise the first step after a restart would compile once more (another argument type).
+    assert not r.opt_state.weak_type and r.x.dtype == jnp.float32
     assert (int(r.iteration), int(r.iteration_prev), int(r.evaluations)) == (1, 1, 1)
 
 
