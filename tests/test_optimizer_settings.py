@@ -128,6 +128,17 @@ def test_rescaling_keeps_adam_moments_and_restarts_lbfgs():
     avg = optim.make_optimizer("adam", average=0.9)
     s = optim.rescale_state(avg, avg.step(lambda v: jnp.sum(v ** 2), start(), avg.init(start())).opt_state, big)
     assert int(s.count) == 0 and s.mean.shape == big.shape and s.inner[0].mu.shape == big.shape
+    # the inner optimiser's own rule: Adam's moments resized and its step count kept, not a fresh state
+    assert int(s.inner[0].count) == 1 and float(jnp.abs(s.inner[0].mu).min()) > 0
+    np.testing.assert_array_equal(np.asarray(s.mean), np.asarray(big))
+
+
+def test_averaging_passes_the_budget_to_the_inner_optimizer():
+    opt = optim.make_optimizer("scipy-lbfgs", average=0.5)
+    u = jax.jit(opt.step, static_argnums=0)(rosenbrock_like, start(), opt.init(start()), 4)
+    assert int(u.iterations) == 4 and int(u.opt_state.inner) == 4 and int(u.opt_state.count) == 1
+    one = opt.step(rosenbrock_like, start(), opt.init(start()))  # the default budget: one iteration
+    assert int(one.iterations) == 1
 
 
 def test_unknown_optimizer_names_the_choices():
