@@ -192,3 +192,28 @@ def test_a_checkpointed_state_of_any_optimizer_resumes_the_uninterrupted_run(mod
     second = run_stylize(content, [style], model, config, chunk=3, resume=state, history=first.history)
     assert second.iterations == 6 and second.evaluations == whole.evaluations
     np.testing.assert_array_equal(second.image, whole.image)
+
+
+@pytest.mark.parametrize("name,average", [("adam", 0.0), ("lbfgs-nols", 0.0), ("adam", 0.5), ("lbfgs-nols", 0.9)])
+def test_apply_from_a_given_gradient_is_the_step(name, average):
+    # The tiled driver steps from a loss and gradient it adds up itself (Optimizer.apply); it must be the same
+    # update as step's, averaging included, for several steps in a row.
+    opt = optim.make_optimizer(name, learning_rate=0.05, average=average)
+    assert opt.apply is not None
+    x_step = x_apply = start()
+    s_step = s_apply = opt.init(start())
+    for _ in range(3):
+        u = opt.step(rosenbrock_like, x_step, s_step)
+        value, grad = jax.value_and_grad(rosenbrock_like)(x_apply)
+        v = opt.apply(value, grad, x_apply, s_apply)
+        for a, b in zip(jax.tree.leaves(u), jax.tree.leaves(v)):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
+        x_step, s_step, x_apply, s_apply = u.x, u.opt_state, v.x, v.opt_state
+    if average:
+        assert int(s_apply.count) == 3 and opt.name.endswith("+average")
+
+
+@pytest.mark.parametrize("name", ["lbfgs", "scipy-lbfgs"])
+def test_optimizers_that_evaluate_at_points_of_their_own_have_no_apply(name):
+    assert optim.make_optimizer(name).apply is None
+    assert optim.make_optimizer(name, average=0.5).apply is None
