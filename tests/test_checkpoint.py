@@ -187,3 +187,24 @@ def test_a_pickled_leaf_is_refused_by_load(tmp_path):
     with pytest.raises(CheckpointError, match="Object arrays cannot be loaded"):
         checkpoint.load(path)
     assert zipfile.is_zipfile(path)  # the file was read, not replaced
+
+
+def test_a_pytree_key_of_unknown_kind_is_refused_naming_it():
+    class Key:
+        def __repr__(self):
+            return "Key()"
+
+    class Node:
+        def __init__(self, v):
+            self.v = v
+
+    jax.tree_util.register_pytree_with_keys(Node, lambda n: (((Key(), n.v),), None), lambda _, ch: Node(*ch))
+    with pytest.raises(TypeError, match=r"unsupported pytree key Key\(\)"):
+        checkpoint.names({"a": Node(np.ones(1))})
+
+
+def test_metadata_is_stored_with_sorted_keys_so_equal_runs_write_equal_files(tmp_path):
+    checkpoint.save(tmp_path / "a.npz", {"x": np.ones(2)}, {"b": 1, "a": {"d": 2, "c": 3}})
+    checkpoint.save(tmp_path / "b.npz", {"x": np.ones(2)}, {"a": {"c": 3, "d": 2}, "b": 1})
+    with np.load(tmp_path / "a.npz") as za, np.load(tmp_path / "b.npz") as zb:
+        assert str(za["__metadata__"]) == str(zb["__metadata__"]) == '{"a": {"c": 3, "d": 2}, "b": 1}'

@@ -67,3 +67,13 @@ def test_guided_gram_is_the_regions_gram_per_position():
     np.testing.assert_allclose(np.asarray(guidance.guided_gram(f, jnp.ones((4, 6)))),
                                np.asarray(gram_matrix(f)) / 24, rtol=1e-5)
     np.testing.assert_array_equal(np.asarray(guidance.guided_gram(f, jnp.zeros((4, 6)))), 0.0)  # empty region
+
+
+def test_a_small_soft_region_is_divided_by_its_own_mass():
+    # mass 0.25 (one position at 0.5): the region's Gram per position, not damped by a floor meant only for 0
+    f = jnp.asarray(np.random.default_rng(1).normal(size=(3, 3, 2)).astype(np.float32))
+    guide = np.zeros((3, 3), np.float32)
+    guide[1, 2] = 0.5
+    got = np.asarray(guidance.guided_gram(f, jnp.asarray(guide)))
+    v = np.asarray(f)[1, 2]
+    np.testing.assert_allclose(got, np.outer(v, v), rtol=1e-5)
