@@ -77,3 +77,27 @@ def test_a_small_soft_region_is_divided_by_its_own_mass():
     got = np.asarray(guidance.guided_gram(f, jnp.asarray(guide)))
     v = np.asarray(f)[1, 2]
     np.testing.assert_allclose(got, np.outer(v, v), rtol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["inside", "all"])
+def test_eroding_and_dilating_go_on_through_the_pooling(method):
+    # Block 1 has two convs, then a 2x2 min (inside) or max (all): on the left-half guide the pool1 edge is at
+    # column 3 (of 8) inside, column 4 all; a third conv per block would move it.
+    out = np.asarray(guidance.layer_guides("vgg16", half(), ["pool1"], method)["pool1"])[0]
+    row = out[0]
+    expected = [1, 1, 1, 0, 0, 0, 0, 0] if method == "inside" else [1, 1, 1, 1, 1, 0, 0, 0]
+    np.testing.assert_array_equal(row, expected)
+
+
+def test_the_default_method_is_simple(model):
+    from jaxstyle.objective.targets import output_guides
+
+    g = half()
+    default = guidance.layer_guides("vgg19", g, ["pool1"])
+    np.testing.assert_array_equal(np.asarray(default["pool1"]),
+                                  np.asarray(guidance.layer_guides("vgg19", g, ["pool1"], "simple")["pool1"]))
+    simple = output_guides(model, g, ["relu2_1"])
+    np.testing.assert_array_equal(np.asarray(simple["relu2_1"]),
+                                  np.asarray(guidance.layer_guides("vgg19", g, ["relu2_1"])["relu2_1"]))
+    dilated = output_guides(model, g, ["relu2_1"], "all")  # the method reaches the guides
+    assert float(jnp.sum(dilated["relu2_1"])) > float(jnp.sum(simple["relu2_1"]))

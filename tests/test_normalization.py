@@ -66,13 +66,14 @@ def test_tv_term_per_normalization(tv_norm):
     assert float(P.tv_term(x, model, spec("neural-style"))) == pytest.approx(scaled, rel=1e-4)
 
 
-def test_guided_style_term_weighs_regions_by_blend_times_the_number_of_styles():
-    spec = P.LossSpec(("relu1_1",), ("relu1_1",), "paper", "float32", "l2")
+@pytest.mark.parametrize("norm", ["paper", "relative"])
+def test_guided_style_term_weighs_regions_by_blend_times_the_number_of_styles(norm):
+    spec = P.LossSpec(("relu1_1",), ("relu1_1",), norm, "float32", "l2")
     left = np.zeros((4, 5), np.float32)
     left[:, :2] = 1.0
     guides = jnp.asarray(np.stack([left, 1 - left]))
     grams = jnp.stack([gram_matrix(T) / 20, gram_matrix(T[::-1]) / 20])
-    region = [float(P.style_term(F * guides[r][..., None], grams[r] * jnp.sum(guides[r] ** 2), "paper"))
+    region = [float(P.style_term(F * guides[r][..., None], grams[r] * jnp.sum(guides[r] ** 2), norm))
               for r in range(2)]
     equal = float(P.guided_style_term(F, grams, guides, jnp.asarray([0.5, 0.5]), spec))
     assert equal == pytest.approx(region[0] + region[1], rel=1e-5)  # equal blend: the paper's sum
