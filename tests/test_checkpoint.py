@@ -156,7 +156,7 @@ def _damaged(tmp_path, kind):
         return path, "not a valid jaxstyle checkpoint"
     if kind == "metadata not an object":
         np.savez(path, __format__=np.str_(checkpoint.FORMAT), __metadata__=np.str_("[1, 2]"), a=np.ones(1))
-        return path, "metadata is not a JSON object"
+        return path, "(ValueError: metadata is not a JSON object)"
     if kind == "truncated":
         checkpoint.save(path, tree())
         data = path.read_bytes()

@@ -217,3 +217,9 @@ def test_apply_from_a_given_gradient_is_the_step(name, average):
 def test_optimizers_that_evaluate_at_points_of_their_own_have_no_apply(name):
     assert optim.make_optimizer(name).apply is None
     assert optim.make_optimizer(name, average=0.5).apply is None
+
+
+def test_every_optimizer_is_named_as_asked():
+    for name in optim.OPTIMIZERS:
+        assert optim.make_optimizer(name).name == name
+        assert optim.make_optimizer(name, average=0.5).name == f"{name}+average"
