@@ -40,7 +40,7 @@ $(VENV)/.installed-mutation: pyproject.toml $(VENV)/.installed-test
 	$(BIN)/pip install -q -e ".[test,mutation]"
 	touch $@
 
-# `make mutation`: the modules of mutation/tier1.txt (about 40 minutes); `make mutation-all`: every module
+# `make mutation`: the modules of mutation/tier1.txt (two hours or more on 2 cores); `make mutation-all`: every module
 # [tool.mutmut] mutates (several hours on 2 cores). mutmut re-tests every mutant named on its command line.
 mutation: $(VENV)/.installed-mutation
 	set -f; JAXSTYLE_TARGET_CACHE=off $(BIN)/mutmut run $(MUTMUT_ARGS) $$(grep -v '^#' mutation/tier1.txt)
