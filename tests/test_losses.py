@@ -47,6 +47,28 @@ def test_gram_matrix_sums_over_height_and_width():
     np.testing.assert_array_equal(np.asarray(gram_matrix(jnp.array([[[3.0]], [[4.0]]]))), [[25.0]])
 
 
+def test_gram_matrix_gradient_is_autodiffs_of_the_plain_product():
+    """gram_matrix has its own gradient (one product, F (g + g^T), for memory: docs/highres.md). Against autodiff of
+    the plain einsum, with a cotangent that is not symmetric (a style loss's is, and would hide a dropped
+    transpose), leading batch dimensions, and bfloat16 features (the gradient keeps their dtype)."""
+    def plain(f):
+        f = f.reshape(*f.shape[:-3], -1, f.shape[-1])
+        return jnp.einsum("...ki,...kj->...ij", f, f, precision=jax.lax.Precision.HIGHEST)
+
+    rng = np.random.default_rng(0)
+    for shape in [(3, 5, 4), (2, 3, 4, 5)]:
+        f = jnp.asarray(rng.normal(size=shape), jnp.float32)
+        weight = jnp.asarray(rng.normal(size=shape[:-3] + (shape[-1], shape[-1])), jnp.float32)
+        ours = jax.grad(lambda f: jnp.sum(jnp.sin(gram_matrix(f)) * weight))(f)
+        theirs = jax.grad(lambda f: jnp.sum(jnp.sin(plain(f)) * weight))(f)
+        np.testing.assert_allclose(np.asarray(ours), np.asarray(theirs), rtol=1e-5, atol=1e-5)
+    fb = jnp.asarray(rng.normal(size=(3, 5, 4)), jnp.bfloat16)
+    grad = jax.grad(lambda f: jnp.sum(gram_matrix(f) ** 2))(fb)
+    assert grad.dtype == jnp.bfloat16
+    expected = jax.grad(lambda f: jnp.sum(plain(f) ** 2))(fb.astype(jnp.float32))
+    np.testing.assert_allclose(np.asarray(grad, np.float32), np.asarray(expected), rtol=2e-2, atol=2e-2)
+
+
 def test_content_loss_hand_computed():
     # F - P = (1-0, 2-2, 3-5) = (1, 0, -2); 1/2 (1 + 0 + 4) = 2.5.
     f = jnp.array([[[1.0, 2.0, 3.0]]])

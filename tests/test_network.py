@@ -86,6 +86,31 @@ def test_max_pool_takes_the_max_of_each_2x2_window_and_drops_odd_edges():
     np.testing.assert_array_equal(neg, [[0, 2, 4], [14, 16, 18]])
 
 
+def test_max_pool_gradient_goes_to_each_windows_maximum_and_splits_ties():
+    """max_pool_2x2 has its own gradient (the argmax recomputed from input and output, for memory:
+    docs/highres.md): each window's gradient goes to its maximum, split equally among tied maxima (reduce_max's
+    rule), nothing to the dropped odd edge; equal to autodiff of the plain reshape-and-max, vmapped too."""
+    x = jnp.array([[1.0, 5.0, 2.0, 2.0, 9.0],
+                   [3.0, 4.0, 2.0, 2.0, 9.0],
+                   [0.0, 0.0, 7.0, 1.0, 9.0]]).reshape(1, 3, 5, 1)
+    weight = jnp.array([[10.0, 4.0]]).reshape(1, 1, 2, 1)
+    grad = jax.grad(lambda x: jnp.sum(vgg.max_pool_2x2(x) * weight))(x)
+    np.testing.assert_array_equal(np.asarray(grad)[0, ..., 0], [[0, 10, 1, 1, 0], [0, 0, 1, 1, 0], [0, 0, 0, 0, 0]])
+
+    def plain(x):
+        n, h, w, c = x.shape
+        return x[:, : h // 2 * 2, : w // 2 * 2].reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+
+    rng = np.random.default_rng(1)
+    x = jnp.asarray(rng.integers(0, 3, size=(2, 7, 9, 3)), jnp.float32)  # many ties
+    weight = jnp.asarray(rng.normal(size=(2, 3, 4, 3)), jnp.float32)
+    ours = jax.grad(lambda x: jnp.sum(vgg.max_pool_2x2(x) * weight))(x)
+    np.testing.assert_array_equal(np.asarray(ours), np.asarray(jax.grad(lambda x: jnp.sum(plain(x) * weight))(x)))
+    batched = jax.vmap(jax.grad(lambda x, w: jnp.sum(vgg.max_pool_2x2(x[None]) * w)))(x, weight)
+    np.testing.assert_array_equal(np.asarray(batched), np.asarray(ours))
+    assert jax.grad(lambda x: jnp.sum(vgg.max_pool_2x2(x)))(x.astype(jnp.bfloat16)).dtype == jnp.bfloat16
+
+
 @pytest.fixture(scope="module")
 def vgg16():
     with warnings.catch_warnings():

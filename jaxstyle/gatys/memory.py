@@ -23,11 +23,12 @@ from .config import StyleConfig, stage_sizes
 
 MiB = 2 ** 20
 # XLA CPU temporary bytes of one jitted float32 loss-and-gradient step per pixel, from compiled.memory_analysis()
-# of the step run_stylize runs (docs/highres.md): the slope between 256 and 384 px, VGG19 2829, VGG16 2726, default
-# layers (the larger is used). About 11 full-resolution 64-channel float32 tensors: block 1's backward pass at
-# full resolution sets the peak, whatever runs deeper. (3896 before max pooling's gradient stopped going through
-# select_and_scatter, nets.vgg.max_pool_2x2.)
-EVALUATION_BYTES_PER_PIXEL = 2830
+# of the step run_stylize runs (`python benchmarks/step_memory.py`, docs/highres.md): the slope between 256 and
+# 384 px, VGG19 1862, VGG16 1798, default layers (the larger is used). About 7 full-resolution 64-channel float32
+# tensors: block 1's backward pass at full resolution sets the peak, whatever runs deeper. (3896 while max
+# pooling's gradient went through select_and_scatter; 2829 while autodiff stored pooling's argmax mask as float32
+# and formed the Gram's gradient as two products: nets.vgg.max_pool_2x2, objective.losses.gram_matrix.)
+EVALUATION_BYTES_PER_PIXEL = 1865
 # XLA's temporary copies of the conv kernels it runs (flipped/transposed for the backward pass), per byte of those
 # kernels: the intercept of the same fit, 1.0 for VGG19 and VGG16 up to relu5_1 (docs/highres.md).
 KERNEL_COPIES = 1.0

@@ -134,18 +134,43 @@ def validate_layers(arch: str, layers: Iterable[str]) -> tuple[str, ...]:
 
 def max_pool_2x2(x: jax.Array) -> jax.Array:
     """2x2 max pooling, stride 2, odd edges dropped (as ``nn.max_pool(x, (2, 2), strides=(2, 2))``), written as a
-    max over a reshape.
+    max over a reshape with its own gradient.
 
-    Same values; same gradients wherever a window's maximum is unique. Ties split the gradient (reduce_max's rule)
-    where select_and_scatter gives it to one position; in VGG the inputs are ReLU outputs, so ties are windows of
-    zeros, whose gradient the ReLU below stops anyway. Why: XLA CPU's select_and_scatter (nn.max_pool's gradient)
-    held 1000 B per input pixel more at the peak of one loss-and-gradient evaluation (3896 -> 2896 B/px with
-    VGG16, default layers; docs/highres.md, "Why 1.7x PyTorch's memory"), for about 1 % more time per evaluation
-    (0.769 vs 0.759 s at 256², docs/benchmarks.md).
+    Same values; same gradients wherever a window's maximum is unique. Ties split the gradient equally (reduce_max's
+    rule) where select_and_scatter gives it to one position; in VGG the inputs are ReLU outputs, so ties are windows
+    of zeros, whose gradient the ReLU below stops anyway. Why: XLA CPU's select_and_scatter (nn.max_pool's
+    gradient) held 1000 B per input pixel more at the peak of one loss-and-gradient evaluation, and autodiff of the
+    reshape-and-max stores its argmax mask as a float32 array of the input's size (256 B per pixel at pool1); the
+    gradient below recomputes the mask from the input and the output, which the backward pass holds anyway
+    (docs/highres.md, "Why jaxstyle held 1.7x PyTorch's memory per pixel").
     """
     n, h, w, c = x.shape
-    x = x[:, : h // 2 * 2, : w // 2 * 2]
-    return x.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+    return _max_pool_even(x[:, : h // 2 * 2, : w // 2 * 2])
+
+
+def _windows(x: jax.Array) -> jax.Array:
+    n, h, w, c = x.shape
+    return x.reshape(n, h // 2, 2, w // 2, 2, c)
+
+
+@jax.custom_vjp
+def _max_pool_even(x: jax.Array) -> jax.Array:
+    return _windows(x).max(axis=(2, 4))
+
+
+def _max_pool_fwd(x: jax.Array) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+    y = _max_pool_even(x)
+    return y, (x, y)
+
+
+def _max_pool_bwd(res: tuple[jax.Array, jax.Array], g: jax.Array) -> tuple[jax.Array]:
+    x, y = res
+    argmax = _windows(x) == y[:, :, None, :, None, :]
+    ties = argmax.sum(axis=(2, 4), keepdims=True).astype(g.dtype)
+    return (jnp.where(argmax, g[:, :, None, :, None, :] / ties, 0).astype(x.dtype).reshape(x.shape),)
+
+
+_max_pool_even.defvjp(_max_pool_fwd, _max_pool_bwd)
 
 
 class VGG(nn.Module):

@@ -20,8 +20,29 @@ def gram_matrix(features: jax.Array) -> jax.Array:
     Always float32 at HIGHEST precision, even where activations are bfloat16 or the default matmul precision
     is lower (TF32): the Gram sums M_l products and its error feeds the style loss squared.
     """
-    f = features.reshape(*features.shape[:-3], -1, features.shape[-1])
+    return _gram(features.reshape(*features.shape[:-3], -1, features.shape[-1]))
+
+
+@jax.custom_vjp
+def _gram(f: jax.Array) -> jax.Array:
+    """``F^T F`` over the positions of ``(..., K, C)`` features, float32."""
     return jnp.einsum("...ki,...kj->...ij", f, f, precision=HIGHEST, preferred_element_type=jnp.float32)
+
+
+def _gram_fwd(f: jax.Array) -> tuple[jax.Array, jax.Array]:
+    return _gram(f), f
+
+
+def _gram_bwd(f: jax.Array, g: jax.Array) -> tuple[jax.Array]:
+    # dL/dF = F (g + g^T): one (K, C) product. Autodiff of the einsum forms F g and F g^T separately, two buffers
+    # of the features' full size (256 B per pixel each at relu1_1) at the peak of the backward pass
+    # (docs/highres.md, "Why jaxstyle held 1.7x PyTorch's memory per pixel").
+    sym = g + jnp.swapaxes(g, -1, -2)
+    df = jnp.einsum("...ki,...ij->...kj", f, sym, precision=HIGHEST, preferred_element_type=jnp.float32)
+    return (df.astype(f.dtype),)
+
+
+_gram.defvjp(_gram_fwd, _gram_bwd)
 
 
 def content_loss(features: jax.Array, target: jax.Array) -> jax.Array:
