@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 # torch is only a test / weight-conversion extra, pinned to the CPU build the project is tested with.
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: setup setup-test demo test bench mutation mutation-all clean
+.PHONY: setup setup-test demo test bench mutation mutation-tier1 mutation-all clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -40,9 +40,16 @@ $(VENV)/.installed-mutation: pyproject.toml $(VENV)/.installed-test
 	$(BIN)/pip install -q -e ".[test,mutation]"
 	touch $@
 
-# `make mutation`: the modules of mutation/tier1.txt (two hours or more on 2 cores); `make mutation-all`: every module
-# [tool.mutmut] mutates (several hours on 2 cores). mutmut re-tests every mutant named on its command line.
+# Mutation testing (docs/testing.md). `make mutation`: the fixed random 10 % sample of the core's mutants
+# (mutation/sample.py), about an hour on 2 cores, then the score with its confidence interval.
+# `make mutation-tier1`: every mutant of mutation/tier1.txt's modules (two hours or more); `make mutation-all`:
+# every mutant (most of a day). mutmut re-tests every mutant named on its command line.
 mutation: $(VENV)/.installed-mutation
+	$(BIN)/python mutation/sample.py > mutation/.sample.txt
+	JAXSTYLE_TARGET_CACHE=off $(BIN)/mutmut run $(MUTMUT_ARGS) $$(cat mutation/.sample.txt)
+	$(BIN)/python mutation/report.py --sample
+
+mutation-tier1: $(VENV)/.installed-mutation
 	set -f; JAXSTYLE_TARGET_CACHE=off $(BIN)/mutmut run $(MUTMUT_ARGS) $$(grep -v '^#' mutation/tier1.txt)
 	$(BIN)/python mutation/report.py --only mutation/tier1.txt
 

@@ -3,9 +3,10 @@
 Reads the per-file results mutmut leaves in ``mutants/**/*.py.meta`` and classifies them with mutmut's own
 table (``mutmut.stats.status_by_exit_code``). A mutant counts as *caught* when a test failed on it (killed) or
 it made the tests hang past mutmut's limit (timeout, segfault); "no tests" and "survived" count against the
-score; mutants not yet checked are left out and reported. Prints a Markdown table for docs/testing.md.
+score; mutants not yet checked are left out and reported. Prints a Markdown table for docs/testing.md; with
+``--sample``, only the random sample `make mutation` tests (mutation/sample.py) and the total's 95 % interval.
 
-    python mutation/report.py [--only mutation/tier1.txt] [--survivors | --diffs] [--json FILE] [--root mutants]
+    python mutation/report.py [--sample | --only mutation/tier1.txt] [--survivors | --diffs] [--json FILE]
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import argparse
 import collections
 import fnmatch
 import json
+import math
 import pathlib
 import sys
 
@@ -23,14 +25,17 @@ CAUGHT = {"killed", "timeout", "segfault", "caught by type check"}
 MISSED = {"survived", "no tests"}
 
 
-def read_results(root: pathlib.Path, only: list[str] | None = None) -> dict[str, dict[str, str]]:
+def read_results(root: pathlib.Path, only: list[str] | None = None,
+                 keep=None) -> dict[str, dict[str, str]]:
     """{module path: {mutant name: status}} from mutmut's meta files under ``root``; with ``only`` (mutmut name
-    globs), the mutants matching one of them."""
+    globs), the mutants matching one of them; with ``keep`` (a predicate on names), those it accepts."""
     results = {}
     for meta in sorted(root.glob("**/*.py.meta")):
         codes = json.loads(meta.read_text())["exit_code_by_key"]
         if only is not None:
             codes = {k: v for k, v in codes.items() if any(fnmatch.fnmatch(k, g) for g in only)}
+        if keep is not None:
+            codes = {k: v for k, v in codes.items() if keep(k)}
         if codes:
             module = meta.relative_to(root).as_posix().removesuffix(".meta")
             results[module] = {name: status_by_exit_code[code] for name, code in codes.items()}
@@ -53,6 +58,17 @@ def _percent(count: collections.Counter) -> float | None:
     return 100.0 * count["caught"] / checked if checked else None
 
 
+def wilson_interval(caught: int, checked: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval (95 % for z = 1.96) of a proportion ``caught / checked``, in percent: how far the
+    score of a random sample of mutants can be from the score of all of them."""
+    if not checked:
+        return (0.0, 100.0)
+    p, n = caught / checked, checked
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (100.0 * (centre - half), 100.0 * (centre + half))
+
+
 def _diff(name: str, module: str) -> str:
     from mutmut.mutation.diff_apply import get_diff_for_mutant  # mutmut's own `mutmut show`
 
@@ -72,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", type=pathlib.Path, default=pathlib.Path("mutants"))
     parser.add_argument("--only", type=pathlib.Path,
                         help="a file of mutant name globs (mutation/tier1.txt): report those mutants only")
+    parser.add_argument("--sample", action="store_true",
+                        help="report the random sample `make mutation` tests (mutation/sample.py) only")
     parser.add_argument("--survivors", action="store_true", help="also list every missed mutant")
     parser.add_argument("--diffs", action="store_true", help="also show each missed mutant's diff")
     parser.add_argument("--json", type=pathlib.Path, help="write {module: {mutant: status}} here")
@@ -80,12 +98,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.only:
         only = [line.strip() for line in args.only.read_text().splitlines()
                 if line.strip() and not line.startswith("#")]
-    results = read_results(args.root, only)
+    keep = None
+    if args.sample:
+        sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+        from sample import in_sample
+
+        keep = in_sample
+    results = read_results(args.root, only, keep)
     if not results:
         print(f"{args.root}: no mutmut results; run `make mutation` first", file=sys.stderr)
         return 1
     rows, total = score_table(results)
     print(markdown(rows, total))
+    if args.sample:
+        checked = total[1] + total[2]
+        low, high = wilson_interval(total[1], checked)
+        print(f"\nsample of {checked + total[3]} mutants, {checked} checked: the core's score is in "
+              f"[{low:.1f} %, {high:.1f} %] with 95 % confidence (Wilson interval)")
     if args.survivors or args.diffs:
         for module, statuses in results.items():
             for name, status in statuses.items():
