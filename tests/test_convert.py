@@ -274,6 +274,15 @@ def test_output_checks(truth, tmp_path):
     assert load_vgg(tmp_path / "w.npz").arch == "vgg19" and os.path.getsize(src) == before
 
 
+def test_without_an_output_path_it_writes_weights_arch_npz(truth, tmp_path, monkeypatch):
+    src, _ = write_source("torchvision", "vgg16", truth["vgg16"], str(tmp_path / "x"))
+    monkeypatch.chdir(tmp_path)
+    info = C.convert(src)
+    assert C.default_output("vgg16") == os.path.join("weights", "vgg16.npz")
+    assert os.path.samefile(info["output"], tmp_path / "weights" / "vgg16.npz")
+    assert load_vgg(tmp_path / "weights" / "vgg16.npz").arch == "vgg16"
+
+
 # ---------------------------------------------------------------------------------------------- truncation
 
 

@@ -275,3 +275,16 @@ def test_cli_zip_pairs_the_lists_and_checks_lengths(files, tmp_path, capsys, swe
     assert code == 2
     assert err.count("\n") == 1 and "--zip needs lists of equal length" in err and "Traceback" not in err
     assert not bad.exists() or not os.listdir(bad)
+
+
+def test_a_mesh_made_by_jax_make_mesh_is_used_with_auto_axes(swept, inputs, model):
+    """jax.make_mesh makes Explicit axes by default; the sweep runs on the same devices and axis names with Auto
+    axes (the optimiser code carries no sharding annotations) and gives the default mesh's images."""
+    explicit = jax.make_mesh((1,), ("runs",), devices=jax.devices()[:1])
+    assert explicit.axis_types == (jax.sharding.AxisType.Explicit,)
+    result = stylize_many(inputs[0], inputs[1], SETTINGS, model=model, config=CONFIG, chunk=ITERATIONS, mesh=explicit)
+    assert result.mesh.axis_names == ("runs",) and result.mesh.axis_types == (jax.sharding.AxisType.Auto,)
+    assert result.mesh.devices.tolist() == explicit.devices.tolist()
+    np.testing.assert_allclose(result.images, swept[0].images, atol=TOL)
+    auto = sweep_mod.default_mesh()
+    assert sweep_mod._auto(auto) is auto  # already Auto: kept as it is
