@@ -498,6 +498,55 @@ def test_contact_sheet_title_adds_a_line_above_the_grid():
     np.testing.assert_array_equal(titled[extra:], plain)  # the grid itself is unchanged, only moved down
 
 
+def test_contact_sheet_places_every_tile_and_label_where_it_belongs():
+    """Geometry a reader of a sweep's sheet sees: a grey (one-channel) tile is grey, a narrow tile is centred
+    across its cell and a wide one down it, a tile that scales to under one pixel keeps one column, labels are
+    centred under their cell and never over the image."""
+    pad, cell = 8, 32
+    narrow = np.zeros((32, 16, 3), np.float32)  # black, half the cell's width
+    grey = np.full((16, 16, 1), 0.25, np.float32)
+    sliver = np.zeros((64, 1, 3), np.float32)  # scales to 32 x 0.5: one column
+    white = np.ones((32, 32, 3), np.float32)
+    sheet = images.contact_sheet([narrow, grey, sliver, white], None, columns=4, cell=cell, pad=pad)
+    x0 = [pad + c * (cell + pad) for c in range(4)]
+    row = pad + cell // 2
+    # narrow: columns 8..23 of its cell dark, the rest white (centred, not at a third)
+    np.testing.assert_array_equal(sheet[row, x0[0]: x0[0] + cell, 0] < 0.5, [False] * 8 + [True] * 16 + [False] * 8)
+    # grey: every channel 0.25 (a one-channel tile repeated over RGB), the cell filled after scaling
+    np.testing.assert_allclose(sheet[row, x0[1] + cell // 2], [64 / 255] * 3, atol=1e-6)
+    # sliver: exactly one dark column, centred
+    assert (sheet[row, x0[2]: x0[2] + cell, 0] < 0.5).sum() == 1
+    assert sheet[row, x0[2] + cell // 2 - 1: x0[2] + cell // 2 + 1, 0].min() < 0.5
+
+    labels = images.contact_sheet([white, white], ["centre", "x"], columns=2, cell=cell, pad=pad)
+    assert labels[pad: pad + cell].min() == 1.0  # no label pixel over the images
+    strip = labels[pad + cell:, x0[0]: x0[0] + cell, 0]
+    columns_used = np.nonzero((strip < 0.5).any(axis=0))[0]
+    assert columns_used.size and abs((columns_used[0] + columns_used[-1]) / 2 - (cell - 1) / 2) <= 1.5
+    # the label starts a quarter pad under its cell (plus the font's own top bearing)
+    from PIL import ImageDraw, ImageFont
+
+    bearing = ImageDraw.Draw(Image.new("RGB", (1, 1))).textbbox((0, 0), "centre", font=ImageFont.load_default())[1]
+    assert np.nonzero((strip < 1.0).any(axis=1))[0][0] == pad // 4 + bearing
+
+
+def test_a_label_exactly_as_wide_as_its_cell_is_kept_whole():
+    from PIL import ImageDraw, ImageFont
+
+    font = ImageFont.load_default()
+    draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    width = draw.textlength("sweep 12", font=font)
+    assert images._fit_text(draw, "sweep   12", font, width) == "sweep 12"  # whitespace collapsed, not cut
+    cut = images._fit_text(draw, "sweep 12", font, width - 1)
+    assert cut.endswith("...") and draw.textlength(cut, font=font) <= width - 1
+
+
+@pytest.mark.parametrize("size", [(0, 5), (5, 0), (-1, 4)])
+def test_resize_to_refuses_an_empty_target(size):
+    with pytest.raises(ValueError, match="target size must be positive"):
+        images.resize_to(np.zeros((4, 4, 3), np.float32), size)
+
+
 def test_resize_long_side_shapes_and_float_precision():
     ramp = np.linspace(0, 1, 40 * 30, dtype=np.float32).reshape(30, 40, 1).repeat(3, axis=2)
     out = images.resize_long_side(ramp, 32)
