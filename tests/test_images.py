@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import struct
+import sys
 import warnings
 import zlib
 
@@ -596,3 +597,22 @@ def test_written_files_get_the_permissions_of_a_plain_open(tmp_path, name, write
             os.umask(old)
         assert os.stat(tmp_path / name).st_mode & 0o777 == mode, (name, oct(umask))
     assert sorted(os.listdir(tmp_path)) == [name]
+
+
+def test_load_mask_applies_its_pixel_limit(tmp_path):
+    path = tmp_path / "mask.png"
+    Image.fromarray(np.full((40, 50), 255, np.uint8)).save(path)
+    assert images.load_mask(path).shape == (40, 50)
+    with pytest.raises(ImageError, match=r"mask image is 50x40 = 0\.0 megapixels, above the limit of 0\.001 megapixels"):
+        images.load_mask(path, max_pixels=1000)
+
+
+def test_save_png16_refusals_are_exact(tmp_path, monkeypatch):
+    bad = np.full((4, 4, 3), np.nan, np.float32)
+    with pytest.raises(ValueError, match=r"^image contains non-finite values; refusing to save it$"):
+        images.save_image(tmp_path / "nan.png", bad, bits=16)
+    assert not (tmp_path / "nan.png").exists()
+    monkeypatch.setitem(sys.modules, "png", None)  # pypng not installed
+    with pytest.raises(UsageError) as info:
+        images.save_image(tmp_path / "x.png", np.zeros((4, 4, 3), np.float32), bits=16)
+    assert str(info.value) == "16-bit PNG output needs pypng — pip install 'jaxstyle[png16]' (or pypng)"

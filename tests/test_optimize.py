@@ -197,3 +197,19 @@ def test_nan_mid_run_keeps_last_finite_iterate(model, images, nols_probe, bad):
     reference = nols_run(model, images, nols_probe, bad - 1)  # same compiled program, no NaN
     assert reference.status == "done" and nols_probe.evals == bad - 1
     np.testing.assert_array_equal(r.image, reference.image)
+
+
+def test_the_nonfinite_message_names_the_failing_terms_or_else_the_total():
+    """Each term finite but their weighted sum past float32's range (huge weights): the message blames the total;
+    otherwise it lists the terms that failed, in order."""
+    import types
+
+    from jaxstyle.gatys import run as run_module
+
+    state = types.SimpleNamespace(x_prev=None, iteration=np.int32(6))
+    overflow = types.SimpleNamespace(terms=lambda x: {"content": 3e38, "style": 3e38, "tv": 0.0, "total": np.inf})
+    assert run_module._message(overflow, state) == ("loss became non-finite at iteration 7 (total term); kept the "
+                                                    "image of iteration 6")
+    two = types.SimpleNamespace(terms=lambda x: {"content": np.nan, "style": 1.0, "tv": np.inf, "total": np.nan})
+    assert run_module._message(two, state) == ("loss became non-finite at iteration 7 (content, tv term); kept the "
+                                               "image of iteration 6")

@@ -131,13 +131,15 @@ def gatys_state_dict(hwio: dict) -> dict:
     return sd
 
 
-def write_matconvnet(path, arch: str, hwio: dict, *, layout: str = "new", mean_rgb=(123.68, 116.779, 103.939)):
+def write_matconvnet(path, arch: str, hwio: dict, *, layout: str = "new", mean_rgb=(123.68, 116.779, 103.939),
+                     edit=None):
     """MatConvNet ``imagenet-vgg-verydeep-19.mat`` (MATLAB v5).
 
     ``layout="new"``: ``layers{i}.weights = {W, b}`` with b ``(out, 1)``, ``meta.normalization.averageImage`` a
     1x1x3 mean pixel. ``layout="old"``: ``layers{i}.filters`` / ``.biases`` with b ``(1, out)``, top-level
     ``normalization.averageImage`` a whole mean image whose per-channel mean is ``mean_rgb``.
-    Conv weights are stored ``[W, H, in, out]``.
+    Conv weights are stored ``[W, H, in, out]``. ``edit(entries)``, if given, may damage the list of layer structs
+    before it is written (the tests of the converter's messages).
     """
     import scipy.io
 
@@ -158,6 +160,8 @@ def write_matconvnet(path, arch: str, hwio: dict, *, layout: str = "new", mean_r
         entries.append(_mat_conv(n, rng.standard_normal((1, 1, cin, cout), dtype=np.float32),
                                  np.zeros(cout, np.float32), layout))
     entries.append({"name": "prob", "type": "softmax"})
+    if edit is not None:
+        edit(entries)
     if layout == "new":  # newer files give every layer a weights field, empty for layers without weights
         for e in entries:
             e.setdefault("weights", np.empty((1, 0), dtype=object))
