@@ -288,3 +288,52 @@ def test_a_mesh_made_by_jax_make_mesh_is_used_with_auto_axes(swept, inputs, mode
     np.testing.assert_allclose(result.images, swept[0].images, atol=TOL)
     auto = sweep_mod.default_mesh()
     assert sweep_mod._auto(auto) is auto  # already Auto: kept as it is
+
+
+def test_a_sweep_reports_progress_per_chunk_and_stops_when_asked(swept, inputs, model):
+    """The callback gets each chunk's slowest run and every run's terms; should_stop ends the sweep after the chunk
+    with every run "interrupted" at the iterations it made; result.x holds the raw iterates the images come from."""
+    progress = []
+    result = stylize_many(inputs[0], inputs[1], SETTINGS, model=model, config=CONFIG, chunk=2,
+                          callback=progress.append, should_stop=lambda: len(progress) >= 1)
+    assert [(p.iteration, p.iterations) for p in progress] == [(2, ITERATIONS)]
+    assert set(progress[0].terms) >= {"content", "style", "tv", "total"}
+    assert all(np.shape(v) == (4,) for v in progress[0].terms.values())
+    assert result.status == ["interrupted"] * 4
+    np.testing.assert_array_equal(result.iterations, 2)
+    assert result.x.shape == (4, 27, 32, 3)
+    np.testing.assert_allclose(result.images, np.clip(np.asarray(result.x), 0, 1), atol=1e-6)
+    # the finished sweep's raw iterates are its images too
+    np.testing.assert_allclose(swept[0].images, np.clip(np.asarray(swept[0].x), 0, 1), atol=1e-6)
+
+
+def test_non_noise_inits_start_every_run_from_the_same_image(inputs, model):
+    """init "content" (or "style"): one start for all K runs, the single run's; noise: each run's own seed."""
+    problem = gatys.prepare(model, inputs[0], inputs[1], CONFIG)
+    configs = run_configs(normalize_settings(SETTINGS, CONFIG, 2), CONFIG, model.arch, 2)
+    for init, kwargs in (("content", dict(content=problem.content)), ("style", dict(style=problem.styles[0]))):
+        config = dataclasses.replace(CONFIG, init=init)
+        xs = sweep_mod._initial_images(problem, config, configs)
+        assert xs.shape == (4, *problem.shape)
+        for x in xs:
+            np.testing.assert_array_equal(x, np.asarray(gatys.init_image(init, problem.shape, **kwargs)))
+    noise = sweep_mod._initial_images(problem, CONFIG, configs)
+    for x, c in zip(noise, configs):
+        np.testing.assert_array_equal(x, np.asarray(gatys.init_image("noise", problem.shape, seed=c.seed)))
+
+
+def test_padding_repeats_the_last_run_and_placement_follows_the_sharding():
+    """Runs are padded to a multiple of the device count by repeating the last one (dropped afterwards), and
+    placed on the batch sharding the programs expect; _host brings any array back whole."""
+    tree = {"a": np.arange(3.0), "b": np.arange(6.0).reshape(3, 2)}
+    padded = sweep_mod._pad(tree, 5)
+    np.testing.assert_array_equal(padded["a"], [0, 1, 2, 2, 2])
+    np.testing.assert_array_equal(padded["b"], [[0, 1], [2, 3], [4, 5], [4, 5], [4, 5]])
+    assert sweep_mod._pad(tree, 3)["a"] is not None and np.array_equal(sweep_mod._pad(tree, 3)["a"], tree["a"])
+    mesh = sweep_mod.default_mesh()
+    sharding = jax.sharding.NamedSharding(mesh, sweep_mod._batch_spec(mesh))
+    placed = sweep_mod._put({"host": np.arange(4.0), "device": jnp.arange(4.0)}, sharding)
+    for leaf in placed.values():
+        assert leaf.sharding == sharding
+        np.testing.assert_array_equal(sweep_mod._host(leaf), np.arange(4.0))
+    np.testing.assert_array_equal(sweep_mod._host(np.arange(2)), [0, 1])  # numpy in, numpy out

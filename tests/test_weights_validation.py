@@ -228,3 +228,15 @@ def test_every_preset_and_field_round_trips_through_a_converted_file(preset, arc
     for name, (kernel, bias) in convs.items():
         np.testing.assert_array_equal(params["params"][name]["kernel"], kernel)
         np.testing.assert_array_equal(params["params"][name]["bias"], bias)
+
+
+@pytest.mark.parametrize("stored, problem", [
+    ("{not json", "key 'meta/provenance' is not valid JSON (Expecting property name enclosed in double quotes: "
+                  "line 1 column 2 (char 1))"),
+    ("[1, 2]", "key 'meta/provenance' is not a JSON object"),
+], ids=["not-json", "not-an-object"])
+def test_bad_provenance_is_refused_with_file_problem_and_fix(valid, tmp_path, stored, problem):
+    path = write_variant(tmp_path / "bad.npz", valid[1], _set("meta/provenance", lambda _: np.array(stored)))
+    with pytest.raises(WeightsError) as info:
+        load_vgg(path)
+    assert str(info.value) == f"{path}: {problem} — convert it again with scripts/convert_weights.py"
