@@ -134,7 +134,8 @@ def test_a_change_to_the_code_that_computes_the_targets_is_a_miss(pictures, mode
     assert forwards == {"content": 3, "style": 3}
 
 
-@pytest.mark.parametrize("damage", ["truncated", "not a zip", "wrong layers", "non-finite", "wrong dtype"])
+@pytest.mark.parametrize("damage", ["truncated", "not a zip", "wrong layers", "wrong content layers", "non-finite",
+                                    "wrong dtype"])
 def test_an_unusable_entry_is_a_miss_and_is_replaced(pictures, model, tmp_path, forwards, damage):
     cache = TargetCache(str(tmp_path))
     good = prepare(model, *pictures, CONFIG, cache)
@@ -149,6 +150,8 @@ def test_an_unusable_entry_is_a_miss_and_is_replaced(pictures, model, tmp_path, 
         name = "grams/relu1_1"
         if damage == "wrong layers":
             arrays["grams/relu9_9"] = arrays.pop(name)
+        elif damage == "wrong content layers":
+            arrays["content/relu9_9"] = arrays.pop(f"content/{CONFIG.content_layers[0]}")
         elif damage == "non-finite":
             arrays[name][0, 0, 0] = np.nan
         else:
@@ -207,3 +210,19 @@ def test_cli_reuses_targets_and_can_be_told_not_to(tmp_path, monkeypatch, capsys
     np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(a, c)
     capsys.readouterr()
+
+
+def test_entries_describe_themselves_and_weight_digests_are_hashed_once(pictures, model, tmp_path, monkeypatch):
+    from jaxstyle.io import checkpoint
+
+    cache = TargetCache(str(tmp_path))
+    prepare(model, *pictures, CONFIG, cache)
+    (path,) = [tmp_path / n for n in os.listdir(tmp_path)]
+    assert checkpoint.load(str(path))[1] == {"kind": "jaxstyle targets"}  # what `checkpoint describe` shows
+    tc = importlib.import_module("jaxstyle.io.target_cache")
+    hashed, real = [], tc._update
+    monkeypatch.setattr(tc, "_update", lambda h, a: (hashed.append(1), real(h, a))[1])
+    monkeypatch.setattr(tc, "_DIGESTS", {})
+    digest = tc.weights_digest(model)
+    assert len(hashed) == len(jax.tree_util.tree_leaves(model.params)) and len(digest) == 40
+    assert tc.weights_digest(model) == digest and len(hashed) == len(jax.tree_util.tree_leaves(model.params))
