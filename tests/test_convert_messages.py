@@ -86,3 +86,249 @@ def test_matconvnet_layers_out_of_order(hwio, tmp_path):
     write_matconvnet(path, "vgg16", hwio, edit=swap)
     assert _refusal(path) == (f"{path}: conv layer names/order differ from vgg16 — pass an unmodified MatConvNet "
                               "model")
+
+
+# ----------------------------------------------------------------------------------------------- PyTorch files
+
+
+def test_torch_files_that_are_not_plain_state_dicts(hwio, tmp_path):
+    write_torch(tmp_path / "list.pth", [torch.zeros(2)])
+    assert _refusal(tmp_path / "list.pth") == (f"{tmp_path / 'list.pth'}: holds a list, not a state_dict — save "
+                                               "model.state_dict() rather than the model")
+    write_torch(tmp_path / "nested.pth", {"model": {"features.0.weight": torch.zeros(2)}})
+    assert _refusal(tmp_path / "nested.pth") == (f"{tmp_path / 'nested.pth'}: entry 'model' is not a tensor (a nested "
+                                                 "checkpoint?) — save model.state_dict() on its own")
+
+
+class Pickled:  # a class instance: torch.load(weights_only=True) must refuse to rebuild it
+    pass
+
+
+def test_torch_file_with_pickled_objects_or_truncated(tmp_path):
+    path = tmp_path / "model.pth"
+    torch.save({"features.0.weight": torch.zeros(2), "extra": Pickled()}, path)
+    with pytest.raises(Exception) as reason:  # torch's own words, of which the message keeps the first line
+        torch.load(path, weights_only=True)
+    first = str(reason.value).strip().splitlines()[0].rstrip()
+    assert _refusal(path) == (f"{path}: refused by torch.load(weights_only=True): {first} — save a plain state_dict "
+                              "(tensors only)")
+    write_torch(tmp_path / "cut.pth", {"features.0.weight": torch.zeros(1000)}, legacy=True)
+    (tmp_path / "cut.pth").write_bytes((tmp_path / "cut.pth").read_bytes()[:700])
+    message = _refusal(tmp_path / "cut.pth")
+    assert message.startswith(f"{tmp_path / 'cut.pth'}: unreadable PyTorch file (")
+    assert message.endswith(") — download the file again")
+
+
+def test_torchvision_layout_with_a_missing_key_or_unknown_keys(hwio, tmp_path):
+    state = {k: v for k, v in torchvision_state_dict("vgg16", hwio).items() if k != "features.0.bias"}
+    write_torch(tmp_path / "vgg16.pth", state)
+    assert _refusal(tmp_path / "vgg16.pth") == (f"{tmp_path / 'vgg16.pth'}: missing key 'features.0.bias' for vgg16 "
+                                                "— pass a plain (non batch-norm) torchvision-layout VGG state_dict")
+    write_torch(tmp_path / "other.pth", {"layer1.weight": torch.zeros(2), "layer2.weight": torch.zeros(2)})
+    assert _refusal(tmp_path / "other.pth") == (
+        f"{tmp_path / 'other.pth'}: unrecognised keys (first 'layer1.weight'); expected features.N.weight or "
+        "conv1_1.weight — pass a torchvision, Caffe-converted or Gatys VGG state_dict")
+
+
+# ------------------------------------------------------------------------------------------------ Keras HDF5
+
+
+def _keras(path, hwio, change=None):
+    import h5py
+
+    from weight_files import write_keras
+
+    write_keras(path, "vgg16", hwio)
+    if change is not None:
+        with h5py.File(path, "r+") as f:
+            change(f)
+    return path
+
+
+def _names(*names):
+    return np.array([n.encode() for n in names], dtype="S")
+
+
+def test_keras_files_damaged_in_each_way(hwio, tmp_path):
+    def no_layer_names(f):
+        del f.attrs["layer_names"]
+
+    def missing_group(f):
+        del f["block2_conv1"]
+
+    def extra_layer(f):
+        f.attrs["layer_names"] = _names(*[n.decode() for n in f.attrs["layer_names"]], "dense_9")
+        f.create_group("dense_9").attrs["weight_names"] = _names("dense_9/kernel:0")
+
+    def three_weights(f):
+        f["block1_conv1"].attrs["weight_names"] = _names("block1_conv1_W_1:0", "block1_conv1_b_1:0", "x:0")
+
+    def missing_dataset(f):
+        f["block1_conv1"].attrs["weight_names"] = _names("gone_W:0", "block1_conv1_b_1:0")
+
+    def swapped(f):
+        names = [n.decode() for n in f.attrs["layer_names"]]
+        i, j = names.index("block1_conv1"), names.index("block1_conv2")
+        names[i], names[j] = names[j], names[i]
+        f.attrs["layer_names"] = _names(*names)
+
+    expected = {
+        no_layer_names: "HDF5 file without a 'layer_names' attribute (not a Keras-2 weights file) — pass "
+                        "vgg19_weights_tf_dim_ordering_tf_kernels[_notop].h5",
+        missing_group: "layer 'block2_conv1' is listed in 'layer_names' but missing — download the file again",
+        extra_layer: "unexpected layer 'dense_9' with weights ['dense_9/kernel:0'] — pass an unmodified Keras VGG "
+                     "weights file",
+        three_weights: "layer 'block1_conv1' lists 3 weights ['block1_conv1_W_1:0', 'block1_conv1_b_1:0', 'x:0'], "
+                       "expected kernel and bias — pass an unmodified Keras VGG weights file",
+        swapped: "layer order differs from vgg16 at 'conv1_2' — pass an unmodified Keras file",
+    }
+    for change, problem in expected.items():
+        path = _keras(tmp_path / f"{change.__name__}.h5", hwio, change)
+        assert _refusal(path) == f"{path}: {problem}", change.__name__
+    path = _keras(tmp_path / "missing_dataset.h5", hwio, missing_dataset)
+    message = _refusal(path)
+    assert message.startswith(f"{path}: dataset block1_conv1/'gone_W:0' unreadable (")
+    assert message.endswith(") — download the file again")
+    path = _keras(tmp_path / "cut.h5", hwio)
+    path.write_bytes(path.read_bytes()[:4096])
+    message = _refusal(path)
+    assert message.startswith(f"{path}: unreadable or truncated HDF5 file (")
+    assert message.endswith(") — download the file again")
+
+
+# ------------------------------------------------------------------------------------------------------ ONNX
+
+
+def _onnx(path, hwio, change=None, **kwargs):
+    from weight_files import onnx_vgg_model, save_onnx
+
+    model = onnx_vgg_model("vgg16", hwio, style="zoo", hw=(32, 32), **kwargs)
+    if change is not None:
+        change(model.graph)
+    save_onnx(model, path)
+    return path
+
+
+def _first_conv(graph):
+    conv = next(n for n in graph.node if n.op_type == "Conv")
+    return conv, conv.name or conv.output[0]
+
+
+def _initializer(graph, name):
+    return next(t for t in graph.initializer if t.name == name)
+
+
+def _set_attribute(node, name, value):
+    import onnx
+
+    for a in list(node.attribute):
+        if a.name == name:
+            node.attribute.remove(a)
+    if value is not None:
+        node.attribute.append(onnx.helper.make_attribute(name, value))
+
+
+def test_onnx_conv_nodes_damaged_in_each_way(hwio, tmp_path):
+    def no_bias(graph):
+        del _first_conv(graph)[0].input[2]
+
+    def computed_weight(graph):
+        _first_conv(graph)[0].input[1] = "computed_w"
+
+    def not_oihw(graph):
+        _initializer(graph, _first_conv(graph)[0].input[1]).dims[:] = [64, 3, 9]
+
+    def dilated(graph):
+        _set_attribute(_first_conv(graph)[0], "dilations", [2, 2])
+
+    path = _onnx(tmp_path / "probe.onnx", hwio)
+    import onnx
+
+    conv, label = _first_conv(onnx.load(str(path)).graph)
+    expected = {
+        no_bias: f"Conv node {label!r} (conv1_1) has no bias — pass an unmodified VGG model",
+        computed_weight: f"Conv node {label!r} (conv1_1): weight 'computed_w' is computed, not stored as an "
+                         "initializer or Constant — export the model with its weights as constants",
+        not_oihw: f"weight {conv.input[1]!r} (conv1_1) has shape (64, 3, 9), expected OIHW — pass an unmodified VGG "
+                  "model",
+        dilated: f"Conv node {label!r} (conv1_1) is not a 3x3 stride-1 'same' convolution — pass a VGG16 or VGG19 "
+                 "ONNX model",
+    }
+    for change, problem in expected.items():
+        path = _onnx(tmp_path / f"{change.__name__}.onnx", hwio, change)
+        assert _refusal(path) == f"{path}: {problem}", change.__name__
+
+    def damaged(graph):
+        tensor = _initializer(graph, _first_conv(graph)[0].input[1])
+        tensor.raw_data = tensor.raw_data[:10]
+
+    path = _onnx(tmp_path / "damaged.onnx", hwio, damaged)
+    message = _refusal(path)
+    assert message.startswith(f"{path}: tensor of Conv node {label!r} (conv1_1) is damaged (")
+    assert message.endswith(") — download or export the file again")
+
+
+def test_onnx_same_padding_written_as_auto_pad_is_a_vgg_conv(hwio, tmp_path):
+    def auto_pad(graph):
+        for node in graph.node:
+            if node.op_type == "Conv":
+                _set_attribute(node, "pads", None)
+                _set_attribute(node, "auto_pad", "SAME_UPPER")
+
+    source = C.read_source(str(_onnx(tmp_path / "same.onnx", hwio, auto_pad)), preset="caffe")
+    assert source.arch == "vgg16"
+    np.testing.assert_array_equal(source.convs["conv1_1"][0], hwio["conv1_1"][0])
+
+
+def test_onnx_batch_norm_after_any_vgg_conv_is_a_batch_norm_vgg(hwio, tmp_path):
+    """One BatchNormalization after conv1_1 only (not after the last conv) still changes the features."""
+    def keep_first_batch_norm(graph):
+        norms = [n for n in graph.node if n.op_type == "BatchNormalization"]
+        for bn in norms[1:]:
+            for node in graph.node:
+                for k, name in enumerate(node.input):
+                    if name == bn.output[0]:
+                        node.input[k] = bn.input[0]
+            graph.node.remove(bn)
+
+    path = _onnx(tmp_path / "bn.onnx", hwio, keep_first_batch_norm, batch_norm=True)
+    assert _refusal(path) == (f"{path}: the graph has BatchNormalization nodes (a batch-norm VGG) — export a plain "
+                              "VGG16/VGG19 without batch norm")
+
+
+def test_onnx_graphs_without_vgg_convs(hwio, tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    from weight_files import onnx_conv_chain_model, save_onnx
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 4, 4])
+    scale = [helper.make_tensor(n, TensorProto.FLOAT, [3], [1.0, 1.0, 1.0]) for n in ("s", "b", "m", "v")]
+    for nodes, name in (([helper.make_node("Relu", ["x"], ["y"])], "relu"),
+                        ([helper.make_node("BatchNormalization", ["x", "s", "b", "m", "v"], ["y"])], "bn")):
+        model = helper.make_model(helper.make_graph(nodes, "g", [x], [y], initializer=scale),
+                                  opset_imports=[helper.make_opsetid("", 13)], producer_name="pytorch")
+        path = tmp_path / f"{name}.onnx"
+        save_onnx(model, path)
+        assert _refusal(path) == f"{path}: the ONNX graph has no Conv nodes — pass a VGG16 or VGG19 ONNX model"
+    path = tmp_path / "five.onnx"
+    save_onnx(onnx_conv_chain_model([("conv", 3, 8, 3, 1, 1)] * 1 + [("conv", 8, 8, 3, 1, 1)] * 4), path)
+    assert _refusal(path) == (f"{path}: found 5 conv layers (Conv nodes); VGG19 has 16 and VGG16 13 — pass a VGG19 or "
+                              "VGG16 weights file")
+    assert onnx  # the module is the reference's
+
+
+def test_truncated_onnx_files_say_why_in_one_line(hwio, tmp_path):
+    import onnx
+
+    good = _onnx(tmp_path / "good.onnx", hwio).read_bytes()
+    for name, data in (("cut.onnx", good[: len(good) // 2]), ("three_bytes.onnx", good[:3])):
+        path = tmp_path / name
+        path.write_bytes(data)
+        with pytest.raises(Exception) as reason:
+            onnx.load(str(path))
+        e = reason.value
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        assert _refusal(path) == (f"{path}: unreadable or truncated ONNX file ({type(e).__name__}: {first}) — "
+                                  "download or export the file again"), name

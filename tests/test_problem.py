@@ -4,6 +4,8 @@ its inputs and settings, and every refusal (one line, what to do). Small images,
 from __future__ import annotations
 
 import jax.numpy as jnp
+import pathlib
+
 import numpy as np
 import pytest
 
@@ -101,6 +103,9 @@ def test_content_mode_needs_no_style(model, pictures):
     (lambda m, c, s: prepare(m, c, [s], StyleConfig(**LIGHT), content_masks=[np.ones((4, 4))],
                              style_masks=[None, None]), "2 style mask(s) for 1 style image(s)"),
     (lambda m, c, s: prepare(m, c, [s], StyleConfig(**LIGHT), content_masks=["mask.png"]), "load_mask"),
+    (lambda m, c, s: prepare(m, c, [s], StyleConfig(**LIGHT), content_masks=[pathlib.Path("mask.png")]),
+     "content mask 1 must be an HW array in [0, 1], not the path PosixPath('mask.png') — read it with "
+     "jaxstyle.io.images.load_mask"),
     (lambda m, c, s: prepare(m, c, [s], StyleConfig(**LIGHT), content_masks=[np.ones((2, 3, 4, 5))]),
      "must be an HW (or HWC) array"),
 ])

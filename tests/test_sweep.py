@@ -296,7 +296,8 @@ def test_a_sweep_reports_progress_per_chunk_and_stops_when_asked(swept, inputs, 
     progress = []
     result = stylize_many(inputs[0], inputs[1], SETTINGS, model=model, config=CONFIG, chunk=2,
                           callback=progress.append, should_stop=lambda: len(progress) >= 1)
-    assert [(p.iteration, p.iterations) for p in progress] == [(2, ITERATIONS)]
+    assert [(p.iteration, p.iterations) for p in progress] == [(2, ITERATIONS)] and progress[0].seconds > 0
+    assert result.seconds >= progress[0].seconds
     assert set(progress[0].terms) >= {"content", "style", "tv", "total"}
     assert all(np.shape(v) == (4,) for v in progress[0].terms.values())
     assert result.status == ["interrupted"] * 4
