@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from jaxstyle.errors import WeightsError
+from jaxstyle.errors import UsageError, WeightsError
 from jaxstyle.nets import convert as C
 from weight_files import (gatys_state_dict, random_hwio, remove_large_files, torchvision_state_dict,  # noqa: F401
                           write_matconvnet, write_safetensors, write_torch)
@@ -332,3 +332,15 @@ def test_truncated_onnx_files_say_why_in_one_line(hwio, tmp_path):
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
         assert _refusal(path) == (f"{path}: unreadable or truncated ONNX file ({type(e).__name__}: {first}) — "
                                   "download or export the file again"), name
+
+
+def test_an_output_that_is_a_link_to_the_source_is_refused_even_with_overwrite(hwio, tmp_path):
+    src = tmp_path / "vgg16-397923af.pth"
+    write_torch(src, torchvision_state_dict("vgg16", hwio))
+    link = tmp_path / "link.npz"
+    link.symlink_to(src)
+    before = src.read_bytes()
+    with pytest.raises(UsageError) as info:
+        C.convert(str(src), str(link), overwrite=True)
+    assert str(info.value) == f"{link}: the output would overwrite the source file — choose another -o path"
+    assert src.read_bytes() == before
