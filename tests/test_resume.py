@@ -77,6 +77,7 @@ def reference(inputs, tmp_path_factory):
     d = tmp_path_factory.mktemp("reference")
     proc = cli(*run_args(inputs, d / "ref.png"), "--log", d / "ref.jsonl", cwd=d)
     assert proc.returncode == 0, proc.stderr
+    shutil.copy(d / "ref.jsonl", d / "ref.finished.jsonl")  # the log as the run left it (resuming extends it)
     return d
 
 
@@ -118,7 +119,7 @@ def test_sigint_mid_run_then_resume_gives_the_reference_image(inputs, reference,
     assert proc.returncode == 0, proc.stderr
     np.testing.assert_array_equal(pixels(tmp_path / "out.png"), pixels(reference / "ref.png"))
     # The log continues: the same records as the uninterrupted run's (values bitwise), plus the stop's record.
-    ref = [json.loads(line) for line in open(reference / "ref.jsonl")]
+    ref = [json.loads(line) for line in open(reference / "ref.finished.jsonl")]
     got = [json.loads(line) for line in open(tmp_path / "out.jsonl")]
     drop = lambda r: {k: v for k, v in r.items() if k != "seconds"}
     assert [drop(r) for r in got] == [drop(r) for r in ref]  # the stop fell on a print point (every 10)
@@ -148,9 +149,13 @@ def test_resume_can_extend_a_finished_run_and_move_its_output(inputs, reference,
     ckpt = tmp_path / "ref.ckpt.npz"
     shutil.copy(reference / "ref.ckpt.npz", ckpt)
     before = (reference / "ref.png").read_bytes()
+    log_before = (reference / "ref.jsonl").read_bytes()
     proc = cli("--resume", ckpt, "--iterations", ITERATIONS + 10, "-o", tmp_path / "more.png", "-q", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert (reference / "ref.png").read_bytes() == before
+    # The run's log (its request names it; --log cannot change on --resume) continues with the new iterations.
+    added = (reference / "ref.jsonl").read_bytes()[len(log_before):].decode().splitlines()
+    assert [json.loads(line)["iteration"] for line in added][-1] == ITERATIONS + 10
     assert load_checkpoint(tmp_path / "more.ckpt.npz")[0].iteration == ITERATIONS + 10
     assert pixels(tmp_path / "more.png").shape == pixels(reference / "ref.png").shape
     assert not np.array_equal(pixels(tmp_path / "more.png"), pixels(reference / "ref.png"))
