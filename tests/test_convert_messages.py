@@ -4,6 +4,8 @@ Gatys, safetensors and MatConvNet layouts, so a message that loses its file, its
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -344,3 +346,49 @@ def test_an_output_that_is_a_link_to_the_source_is_refused_even_with_overwrite(h
         C.convert(str(src), str(link), overwrite=True)
     assert str(info.value) == f"{link}: the output would overwrite the source file — choose another -o path"
     assert src.read_bytes() == before
+
+
+# ----------------------------------------------------------------------------------------- values and formats
+
+
+def test_kernels_of_the_wrong_type_shape_or_values(hwio, tmp_path):
+    base = torchvision_state_dict("vgg16", hwio)
+    cases = {
+        "int.pth": ({"features.0.weight": torch.zeros(64, 3, 3, 3, dtype=torch.int32)},
+                    "key 'features.0.weight' has dtype int32, expected floating point — pass an unmodified weights "
+                    "file"),
+        "inf.pth": ({"features.2.bias": torch.full((64,), float("inf"))},
+                    "key 'features.2.bias' contains non-finite values — download the file again"),
+        "shape.pth": ({"features.0.weight": torch.zeros(64, 3, 5, 3)},
+                      "key 'features.0.weight' (conv1_1) has shape (64, 3, 5, 3), expected OIHW (64, 3, 3, 3) — pass "
+                      "an unmodified VGG weights file"),
+        "bias.pth": ({"features.0.bias": torch.zeros(32)},
+                     "key 'features.0.bias' (conv1_1) has shape (32,), expected (64,) — pass an unmodified VGG weights "
+                     "file"),
+    }
+    for name, (change, problem) in cases.items():
+        write_torch(tmp_path / name, {**base, **change})
+        with pytest.raises(WeightsError) as info:
+            C.read_source(str(tmp_path / name), preset="torchvision")
+        assert str(info.value) == f"{tmp_path / name}: {problem}", name
+
+
+def test_the_named_format_must_match_the_keys_and_gatys_in_safetensors_is_named_so(hwio, tmp_path):
+    write_torch(tmp_path / "vgg_conv.pth", gatys_state_dict(hwio))
+    for fmt in ("torchvision", "caffe-pth"):
+        with pytest.raises(WeightsError) as info:
+            C.read_source(str(tmp_path / "vgg_conv.pth"), format=fmt)
+        assert str(info.value) == (f"{tmp_path / 'vgg_conv.pth'}: --format {fmt} given but the keys are gatys-style — "
+                                   "use --format auto or the right --format")
+    write_safetensors(tmp_path / "gatys.safetensors", gatys_state_dict(hwio))
+    source = C.read_source(str(tmp_path / "gatys.safetensors"))
+    assert (source.arch, source.source_format, source.preprocess.name) == ("vgg16", "safetensors", "gatys")
+
+
+def test_a_missing_optional_dependency_is_named_with_its_install_line(hwio, tmp_path, monkeypatch):
+    path = tmp_path / "vgg.safetensors"
+    write_safetensors(path, torchvision_state_dict("vgg16", hwio))
+    monkeypatch.setitem(sys.modules, "safetensors", None)
+    monkeypatch.setitem(sys.modules, "safetensors.numpy", None)
+    assert _refusal(path) == (f"{path}: reading this format needs the optional dependency safetensors — pip install "
+                              "'jaxstyle[safetensors]'")

@@ -81,6 +81,8 @@ CASES = {
     "object-array": (_set("meta/source", lambda _: np.array([{"evil": 1}], dtype=object)), "meta/source"),
     "object-kernel": (_set("conv1_1/kernel", lambda _: np.array([None], dtype=object)), "conv1_1/kernel"),
     "bad-version": (_set("meta/format_version", lambda _: np.int64(99)), "version"),
+    "version-not-an-integer": (_set("meta/format_version", lambda _: np.str_("two")),
+                               "key 'meta/format_version' is not an integer"),
     "bad-arch": (_set("meta/arch", lambda _: np.str_("vgg11")), "meta/arch"),
     # Stored preprocessing constants: the image is divided by std, so zero or negative is refused, as is a
     # non-finite mean, std or scale, and a mean or std without three channels.
@@ -100,8 +102,9 @@ def test_damaged_converted_file(case, valid, tmp_path):
     with pytest.raises(WeightsError) as e:
         load_vgg(path)
     message = str(e.value)
-    assert path in message and key in message, message
+    assert message.startswith(f"{path}: ") and key in message, message
     assert "\n" not in message
+    assert message.endswith(" — convert it again with scripts/convert_weights.py"), message
 
 
 def test_pickle_file_is_never_loaded(tmp_path):
