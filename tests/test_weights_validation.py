@@ -243,3 +243,47 @@ def test_bad_provenance_is_refused_with_file_problem_and_fix(valid, tmp_path, st
     with pytest.raises(WeightsError) as info:
         load_vgg(path)
     assert str(info.value) == f"{path}: {problem} — convert it again with scripts/convert_weights.py"
+
+
+def test_files_that_are_not_converted_weights_are_named_word_for_word(valid, tmp_path):
+    fix = "convert it again with scripts/convert_weights.py"
+    (tmp_path / "empty.npz").write_bytes(b"")
+    np.save(tmp_path / "single.npy", np.zeros(3, np.float32))
+    (tmp_path / "text.npz").write_text("hello")
+    with open(tmp_path / "pickled.npz", "wb") as f:
+        pickle.dump({"a": 1}, f)
+    np.savez(tmp_path / "foreign.npz", weights=np.zeros(3, np.float32))
+    cases = {
+        tmp_path: "is a directory, not a weights file — pass the .npz file itself",
+        tmp_path / "empty.npz": f"not a converted weights file (empty) — {fix}",
+        tmp_path / "single.npy": f"not a converted weights file (a single .npy array) — {fix}",
+        tmp_path / "text.npz": f"not a converted weights file (not a zip archive) — {fix}",
+        tmp_path / "pickled.npz": "is a pickle, which is never loaded — convert the source with "
+                                  "scripts/convert_weights.py",
+        tmp_path / "foreign.npz": f"missing key 'meta/format_version' (not a jaxstyle converted file?) — {fix}",
+    }
+    for path, problem in cases.items():
+        with pytest.raises(WeightsError) as e:
+            load_vgg(path)
+        assert str(e.value) == f"{path}: {problem}"
+
+
+def test_a_member_damaged_inside_the_archive_is_named(valid, tmp_path):
+    """The zip's directory intact, one member's bytes damaged: the key is named, with the fix."""
+    import zipfile
+
+    path = tmp_path / "damaged.npz"
+    with zipfile.ZipFile(valid[0]) as src, zipfile.ZipFile(path, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item.filename)
+            dst.writestr(item, data[:20] if item.filename == "conv3_1/kernel.npy" else data)
+    with pytest.raises(WeightsError) as e:
+        load_vgg(path)
+    message = str(e.value)
+    assert message.startswith(f"{path}: key 'conv3_1/kernel' is unreadable or truncated (")
+    assert message.endswith(") — convert it again with scripts/convert_weights.py")
+    # A member that needs pickle is named as such, not as damaged.
+    pickled = write_variant(tmp_path / "objects.npz", valid[1],
+                            _set("conv1_1/kernel", lambda _: np.array([None], dtype=object)))
+    with pytest.raises(WeightsError, match=r"key 'conv1_1/kernel' holds pickled objects \(Object arrays cannot"):
+        load_vgg(pickled)

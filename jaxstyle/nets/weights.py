@@ -141,8 +141,11 @@ def _open_archive(path: str):
 def _read(archive, path: str, key: str) -> np.ndarray:
     try:
         return archive[key]
-    except ValueError as e:  # object arrays need pickle
-        raise WeightsError(path, f"key {key!r} holds pickled objects ({e})", _FIX) from None
+    except ValueError as e:
+        if "allow_pickle" in str(e):  # object arrays need pickle
+            raise WeightsError(path, f"key {key!r} holds pickled objects ({e})", _FIX) from None
+        # numpy's own words for a member cut short ("EOF: reading array header ..."), not a pickle
+        raise WeightsError(path, f"key {key!r} is unreadable or truncated ({e})", _FIX) from None
     except (*_CORRUPT, KeyError) as e:
         raise WeightsError(path, f"key {key!r} is unreadable or truncated ({type(e).__name__})", _FIX) from None
 
