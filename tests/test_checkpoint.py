@@ -208,3 +208,13 @@ def test_metadata_is_stored_with_sorted_keys_so_equal_runs_write_equal_files(tmp
     checkpoint.save(tmp_path / "b.npz", {"x": np.ones(2)}, {"a": {"c": 3, "d": 2}, "b": 1})
     with np.load(tmp_path / "a.npz") as za, np.load(tmp_path / "b.npz") as zb:
         assert str(za["__metadata__"]) == str(zb["__metadata__"]) == '{"a": {"c": 3, "d": 2}, "b": 1}'
+
+
+def test_a_template_of_other_shapes_is_refused_with_the_name_both_shapes_and_the_fix(tmp_path):
+    path = str(tmp_path / "run.npz")
+    checkpoint.save(path, {"x": np.zeros((2, 3), np.float32), "n": np.int32(4)})
+    like = {"x": jnp.zeros((3, 3), jnp.float32), "n": jnp.int32(0)}
+    with pytest.raises(CheckpointError) as info:
+        checkpoint.load(path, like, fix="start the run without --resume")
+    assert str(info.value) == (f"{path}: x is (2, 3) float32, expected (3, 3) float32: another optimiser or "
+                               "settings? — start the run without --resume")

@@ -392,3 +392,11 @@ def test_a_missing_optional_dependency_is_named_with_its_install_line(hwio, tmp_
     monkeypatch.setitem(sys.modules, "safetensors.numpy", None)
     assert _refusal(path) == (f"{path}: reading this format needs the optional dependency safetensors — pip install "
                               "'jaxstyle[safetensors]'")
+
+
+def test_a_file_with_a_small_length_prefix_but_no_json_header_is_not_safetensors(tmp_path):
+    path = tmp_path / "mystery.bin"
+    path.write_bytes((16).to_bytes(8, "little") + b"not json here, just bytes" + bytes(100))
+    assert _refusal(path) == (f"{path}: unknown weights format (not HDF5, PyTorch, safetensors, ONNX or MATLAB v5) — "
+                              "pass one of the supported sources; --format is one of "
+                              f"{', '.join(C.FORMATS)}")

@@ -616,3 +616,21 @@ def test_save_png16_refusals_are_exact(tmp_path, monkeypatch):
     with pytest.raises(UsageError) as info:
         images.save_image(tmp_path / "x.png", np.zeros((4, 4, 3), np.float32), bits=16)
     assert str(info.value) == "16-bit PNG output needs pypng — pip install 'jaxstyle[png16]' (or pypng)"
+
+
+def test_jpeg_output_keeps_the_asked_quality_and_full_chroma(tmp_path):
+    from PIL import JpegImagePlugin
+
+    rng = np.random.default_rng(0)
+    image = rng.uniform(size=(32, 32, 3)).astype(np.float32)
+    images.save_image(tmp_path / "q95.jpg", image, quality=95)
+    images.save_image(tmp_path / "q40.jpg", image, quality=40)
+    assert os.path.getsize(tmp_path / "q95.jpg") > os.path.getsize(tmp_path / "q40.jpg")
+    with Image.open(tmp_path / "q95.jpg") as im:
+        assert JpegImagePlugin.get_sampling(im) == 0  # 4:4:4, no chroma subsampling
+
+
+def test_an_image_with_an_empty_side_is_refused():
+    for shape in [(0, 5, 3), (5, 0, 1)]:
+        with pytest.raises(ValueError, match=r"expected an HWC image with 1 or 3 channels, got shape"):
+            images.resize_to(np.zeros(shape, np.float32), (4, 4))

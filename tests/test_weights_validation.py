@@ -287,3 +287,12 @@ def test_a_member_damaged_inside_the_archive_is_named(valid, tmp_path):
                             _set("conv1_1/kernel", lambda _: np.array([None], dtype=object)))
     with pytest.raises(WeightsError, match=r"key 'conv1_1/kernel' holds pickled objects \(Object arrays cannot"):
         load_vgg(pickled)
+
+
+def test_provenance_is_stored_with_sorted_keys(tmp_path):
+    """Equal conversions write equal files: the provenance JSON does not depend on the caller's key order."""
+    for name, provenance in (("a.npz", {"zeta": 1, "alpha": [2, 3]}), ("b.npz", {"alpha": [2, 3], "zeta": 1})):
+        weights.save_converted(tmp_path / name, "vgg16", random_hwio("vgg16", seed=5), PRESETS["caffe"], source="s",
+                               source_sha256="0" * 64, source_format="keras", provenance=provenance)
+        with np.load(tmp_path / name, allow_pickle=False) as z:
+            assert str(z["meta/provenance"]) == '{"alpha": [2, 3], "zeta": 1}'
