@@ -33,7 +33,7 @@ demo: setup
 test: setup-test
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
-# Mutation testing of the core (docs/testing.md; about an hour on 2 cores, not part of CI). mutmut keeps its
+# Mutation testing of the core (docs/testing.md; not part of CI). mutmut keeps its
 # results in mutants/ and re-tests only the functions that changed since. The test-only target cache is off:
 # every mutant lives in the same files, so a cache keyed by the source digest could not tell mutants apart.
 $(VENV)/.installed-mutation: pyproject.toml $(VENV)/.installed-test
@@ -41,7 +41,7 @@ $(VENV)/.installed-mutation: pyproject.toml $(VENV)/.installed-test
 	touch $@
 
 # Mutation testing (docs/testing.md). `make mutation`: the fixed random 10 % sample of the core's mutants
-# (mutation/sample.py), about an hour on 2 cores, then the score with its confidence interval.
+# (mutation/sample.py), sized for about an hour on 2 cores (it took longer here: docs/testing.md), then the score with its 95 % interval.
 # `make mutation-tier1`: every mutant of mutation/tier1.txt's modules (two hours or more); `make mutation-all`:
 # every mutant (most of a day). mutmut re-tests every mutant named on its command line.
 mutation: $(VENV)/.installed-mutation
