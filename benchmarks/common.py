@@ -115,3 +115,11 @@ def adam_chunk(problem, model, *, donate: bool = True):
         return chunk(model, problem.targets, problem.weights, *run._split(state), max_steps=n)[0].x
 
     return go
+
+
+def step_memory(model, problem, config, state):
+    """``compiled.memory_analysis()`` of the jitted step run_stylize runs for ``problem`` (compiled, never run)."""
+    from jaxstyle.gatys.run import _opt_key, _programs, _split
+
+    step = _programs(problem.spec, _opt_key(config))[0]
+    return step.lower(model, problem.targets, problem.weights, *_split(state)).compile().memory_analysis()

@@ -19,7 +19,8 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jaxstyle  # noqa: E402
 from jaxstyle import gatys  # noqa: E402
-from jaxstyle.gatys.run import _opt_key, _programs, _split, start_state  # noqa: E402
+from jaxstyle.gatys.run import start_state  # noqa: E402
+from benchmarks import common  # noqa: E402
 
 
 def temporaries(model, side: int, lbfgs_memory: int) -> int:
@@ -27,10 +28,7 @@ def temporaries(model, side: int, lbfgs_memory: int) -> int:
     config = gatys.StyleConfig(image_size=None, lbfgs_memory=lbfgs_memory)
     content = np.random.default_rng(0).uniform(size=(side, side, 3)).astype(np.float32)
     problem = gatys.prepare(model, content, [content], config)
-    state = start_state(problem, config, None, None)
-    jitted = _programs(problem.spec, _opt_key(config))[0]
-    compiled = jitted.lower(model, problem.targets, problem.weights, *_split(state)).compile()
-    return compiled.memory_analysis().temp_size_in_bytes
+    return common.step_memory(model, problem, config, start_state(problem, config, None, None)).temp_size_in_bytes
 
 
 def main() -> None:

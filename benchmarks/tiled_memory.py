@@ -22,7 +22,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jaxstyle  # noqa: E402
 from jaxstyle import gatys  # noqa: E402
 from jaxstyle.gatys import tiled as driver  # noqa: E402
-from jaxstyle.gatys.run import _opt_key, _programs, _split, start_state  # noqa: E402
+from jaxstyle.gatys.run import start_state  # noqa: E402
+from benchmarks import common  # noqa: E402
 from jaxstyle.objective import tiled  # noqa: E402
 
 MB = 1e6
@@ -42,8 +43,7 @@ def main() -> None:
     config = gatys.StyleConfig(image_size=None, lbfgs_memory=args.lbfgs_memory, tile=args.tile)
     problem = gatys.prepare(model, image, [image], config)
     state = start_state(problem, config, None, None)
-    step = _programs(problem.spec, _opt_key(config))[0]
-    whole = step.lower(model, problem.targets, problem.weights, *_split(state)).compile().memory_analysis()
+    whole = common.step_memory(model, problem, config, state)
     plan = tiled.plan(model, problem.shape, problem.targets, problem.spec, args.tile)
     box, window = max(plan.tiles, key=lambda t: (t[1][1] - t[1][0]) * (t[1][3] - t[1][2]))
     parts, corner, sizes = driver._parts(), tiled._corner(box, window), tiled._sizes(box, window)

@@ -22,16 +22,22 @@ from jaxstyle.gatys.run import _opt_key, _programs, _split, start_state
 TOLERANCE = 0.12
 
 
+CONFIG = gatys.StyleConfig(image_size=None, lbfgs_memory=5)
+
+
+def _step_memory(model, side: int):
+    """``compiled.memory_analysis()`` of the jitted step run_stylize uses, on a ``side`` x ``side`` image."""
+    content = np.random.default_rng(0).uniform(size=(side, side, 3)).astype(np.float32)
+    problem = gatys.prepare(model, content, [content], CONFIG)
+    state = start_state(problem, CONFIG, None, None)
+    jitted = _programs(problem.spec, _opt_key(CONFIG))[0]
+    return jitted.lower(model, problem.targets, problem.weights, *_split(state)).compile().memory_analysis()
+
+
 @pytest.mark.parametrize("side", [40, 128])
 def test_estimate_within_tolerance_of_compiled_step(model, side):
-    config = gatys.StyleConfig(image_size=None, lbfgs_memory=5)
-    rng = np.random.default_rng(0)
-    content = rng.uniform(size=(side, side, 3)).astype(np.float32)
-    problem = gatys.prepare(model, content, [content], config)
-    state = start_state(problem, config, None, None)
-    jitted = _programs(problem.spec, _opt_key(config))[0]  # the jitted step run_stylize uses
-    compiled = jitted.lower(model, problem.targets, problem.weights, *_split(state)).compile()
-    ma = compiled.memory_analysis()
+    config = CONFIG
+    ma = _step_memory(model, side)
     unused = memory.weight_bytes(model.arch) - memory.weight_bytes(model.arch, config.style_layers +
                                                                      config.content_layers)
     measured = (ma.argument_size_in_bytes + ma.output_size_in_bytes + ma.temp_size_in_bytes -
@@ -49,15 +55,7 @@ def test_one_evaluation_holds_fewer_bytes_per_pixel_than_pytorch_and_the_estimat
     peak RSS (2328 B/px), and EVALUATION_BYTES_PER_PIXEL neither under- nor over-states the slope by more than 10 %.
     Measured between 96² and 128², random VGG19: 1834 B/px (2829 while pooling's argmax mask and the Gram's
     two-product gradient were autodiff's; benchmarks/step_memory.py)."""
-    temps = []
-    for side in (96, 128):
-        config = gatys.StyleConfig(image_size=None, lbfgs_memory=5)
-        content = np.random.default_rng(0).uniform(size=(side, side, 3)).astype(np.float32)
-        problem = gatys.prepare(model, content, [content], config)
-        state = start_state(problem, config, None, None)
-        jitted = _programs(problem.spec, _opt_key(config))[0]
-        compiled = jitted.lower(model, problem.targets, problem.weights, *_split(state)).compile()
-        temps.append(compiled.memory_analysis().temp_size_in_bytes)
+    temps = [_step_memory(model, side).temp_size_in_bytes for side in (96, 128)]
     slope = (temps[1] - temps[0]) / (128 ** 2 - 96 ** 2)
     assert slope < TORCH_BYTES_PER_PIXEL, slope
     assert 0.9 * memory.EVALUATION_BYTES_PER_PIXEL <= slope <= memory.EVALUATION_BYTES_PER_PIXEL, slope
