@@ -1,4 +1,4 @@
-"""The random sample of the core's mutants that `make mutation` tests in about an hour on 2 cores.
+"""The random sample of the core's mutants that `make mutation` tests, sized for about an hour on 2 cores.
 
 Testing every mutant of the core (8,634 of them, 2–30 s each on 2 cores) takes most of a day; `make
 mutation-all` does that. `make mutation` tests a fixed random sample instead — random mutant sampling, the
