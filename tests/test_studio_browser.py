@@ -58,7 +58,11 @@ def test_a_run_in_the_browser(tmp_path):
             page.wait_for_function("document.getElementById('status').textContent === 'done'", timeout=120_000)
             assert page.inner_text("#iteration") == f"{ITERATIONS} / {ITERATIONS}" != first_count
             assert page.inner_text("#error") == "" and not errors
-            assert page.evaluate("document.getElementById('live').naturalWidth") == 64  # the final image shows
+            # The final image shows. The browser fetches it after the status reads "done", so wait for the load
+            # instead of reading naturalWidth at once (0 while the request is in flight: a race seen in CI).
+            page.wait_for_function("(img => img.complete && img.naturalWidth > 0)(document.getElementById('live'))",
+                                   timeout=30_000)
+            assert page.evaluate("document.getElementById('live').naturalWidth") == 64
             with page.expect_download() as download:
                 page.click("#download-png")
             path = download.value.path()
