@@ -6,6 +6,7 @@ cache (inherited by subprocesses through the environment) compiles each once. It
 
 import json
 import os
+import time
 import warnings
 
 import pytest
@@ -29,6 +30,11 @@ if os.environ.get("MUTANT_UNDER_TEST") == "stats":
 
 from jaxstyle.io import compilation_cache  # noqa: E402
 
+# Mutation testing: the seconds of tests (by mutmut's stats pass) one mutant may spend, fastest tests first.
+# `make mutation` samples with 30 (docs/testing.md: what it costs and what it misses); `make mutation-all`
+# and JAXSTYLE_MUTANT_TEST_BUDGET_S=inf run every test that reaches the mutated function.
+MUTANT_TEST_BUDGET_S = float(os.environ.get("JAXSTYLE_MUTANT_TEST_BUDGET_S", "30"))
+
 compilation_cache.enable()
 
 
@@ -45,9 +51,12 @@ def model():
 def pytest_collection_modifyitems(config, items):
     """Mutation testing: while a mutant's tests run (mutmut sets MUTANT_UNDER_TEST to the mutant's name), run the
     fastest first, by the durations of mutmut's stats pass, so a caught mutant stops (``-x``) at the cheapest test
-    that sees it. mutmut's fork runner orders them so; its fork server (our ``process_isolation``) passes them in
-    set order. Nothing changes in a normal run."""
-    if "__mutmut_" not in os.environ.get("MUTANT_UNDER_TEST", ""):
+    that sees it, and only as many as fit in ``MUTANT_TEST_BUDGET_S`` of those durations (at least one). mutmut's
+    fork runner orders them so; its fork server (our ``process_isolation``) passes them in set order, and runs
+    every test that reaches the function, which for a function every run calls (the loss, the feature
+    extraction, the config checks) is most of the suite, up to 4 minutes per surviving mutant. Nothing changes in a
+    normal run."""
+    if _mutant() is None:
         return
     try:
         with open("mutmut-stats.json") as f:  # mutmut runs the tests from mutants/, beside its stats
@@ -55,3 +64,34 @@ def pytest_collection_modifyitems(config, items):
     except (OSError, ValueError, KeyError):
         return
     items.sort(key=lambda item: durations.get(item.nodeid, float("inf")))
+    kept, spent = [], 0.0
+    for item in items:
+        spent += durations.get(item.nodeid, float("inf"))
+        if kept and spent > MUTANT_TEST_BUDGET_S:
+            break
+        kept.append(item)
+    if len(kept) < len(items):
+        config.hook.pytest_deselected(items=items[len(kept):])
+        items[:] = kept
+
+
+def _mutant() -> str | None:
+    name = os.environ.get("MUTANT_UNDER_TEST", "")
+    return name if "__mutmut_" in name else None
+
+
+def pytest_sessionstart(session):
+    session.config._mutant_started = time.monotonic()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Mutation testing: append what one mutant cost (wall seconds from the start of its test session, tests
+    run, pytest's exit status) to ``mutation-times.jsonl`` beside mutmut's results, which mutmut's fork server
+    does not time. mutation/report.py --times summarises it."""
+    name = _mutant()
+    if name is None:
+        return
+    record = {"mutant": name, "seconds": round(time.monotonic() - session.config._mutant_started, 2),
+              "tests": session.testscollected, "status": int(exitstatus)}
+    with open("mutation-times.jsonl", "a") as f:
+        f.write(json.dumps(record) + "\n")

@@ -168,6 +168,51 @@ def test_embedded_srgb_profile_is_near_identity(tmp_path):
     np.testing.assert_allclose(out, a / 255, atol=2.5 / 255)
 
 
+
+def _swapped_primaries_profile() -> bytes:
+    """Pillow's sRGB profile with its red and green primaries (rXYZ, gXYZ tags) exchanged: a valid RGB profile
+    that shows file red as green, so applying it, or not, is plain to see."""
+    icc = bytearray(ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes())
+    (count,) = struct.unpack(">I", icc[128:132])
+    entry = {bytes(icc[132 + 12 * i:136 + 12 * i]): 132 + 12 * i for i in range(count)}
+    r, g = entry[b"rXYZ"], entry[b"gXYZ"]
+    icc[r + 4:r + 12], icc[g + 4:g + 12] = icc[g + 4:g + 12], icc[r + 4:r + 12]
+    return bytes(icc)
+
+
+@pytest.mark.parametrize("alpha", [False, True], ids=["rgb", "rgba"])
+def test_an_embedded_profile_is_applied_with_or_without_alpha(tmp_path, alpha):
+    a = np.zeros((16, 16, 4 if alpha else 3), np.uint8)
+    a[..., :3] = (220, 40, 30)  # red in the file's colour space ...
+    a[..., 3:] = 255
+    Image.fromarray(a).save(tmp_path / "p.png", icc_profile=_swapped_primaries_profile())
+    out = _load_quiet(tmp_path / "p.png")
+    np.testing.assert_allclose(out[8, 8], np.float32([40, 220, 30]) / 255, atol=3 / 255)  # ... green in sRGB
+
+
+@pytest.mark.parametrize("mode", ["YCbCr", "LAB"])
+def test_other_colour_modes_load_as_their_rgb_colour(tmp_path, mode):
+    # TIFF keeps these modes; Pillow opens them as they are and the loader converts them to RGB.
+    Image.new(mode, (16, 16), (120, 90, 200)).save(tmp_path / "m.tif")
+    assert Image.open(tmp_path / "m.tif").mode == mode
+    want = np.asarray(Image.new(mode, (1, 1), (120, 90, 200)).convert("RGB"), np.float32)[0, 0] / 255
+    assert np.ptp(want) > 0.1  # a colour, so an unconverted YCbCr/LAB triple would not pass for it
+    np.testing.assert_allclose(_load_quiet(tmp_path / "m.tif")[8, 8], want, atol=1e-6)
+
+
+def test_a_colour_mode_pillow_cannot_convert_is_refused_in_one_line(tmp_path, monkeypatch):
+    # No file Pillow opens today has such a mode; a decoder that adds one must still give the one-line error.
+    Image.new("YCbCr", (16, 16), (120, 90, 200)).save(tmp_path / "m.tif")
+
+    def convert(self, mode=None, *args, **kwargs):
+        raise ValueError(f"conversion from {self.mode} to {mode} not supported")
+
+    monkeypatch.setattr(Image.Image, "convert", convert)
+    with pytest.raises(ImageError) as e:
+        load_image(tmp_path / "m.tif")
+    assert str(e.value) == (f"{tmp_path / 'm.tif'}: content image has colour mode 'YCbCr', which cannot be converted "
+                            "to RGB (conversion from YCbCr to RGB not supported) — convert it to an RGB PNG or JPEG")
+
 def test_broken_icc_profile_warns_and_keeps_pixels(tmp_path):
     a = _rgb(16, 16, seed=4)
     Image.fromarray(a).save(tmp_path / "s.png", icc_profile=b"not a profile at all" * 8)

@@ -207,6 +207,20 @@ def test_settings_are_checked(inputs, model):
         stylize_many(inputs[0], inputs[1], {"style_weight": [1, -1]}, model=model, config=CONFIG)
 
 
+
+@pytest.mark.parametrize("settings, message", [
+    ({"style_layer_weights": [[[1.0]]]}, "sweep setting style_layer_weights must have shape (K, n), got (1, 1, 1)"),
+    ({"style_weight": [[1.0, 2.0]]}, "sweep setting style_weight must have shape (K), got (1, 2)"),
+    ({"style_weight": [1, 2], "seed": [0, 1, 2]},
+     "sweep settings disagree on the number of runs K: style_weight has 2, seed has 3"),
+    ({"style_weight": []}, "a sweep needs at least one run (K >= 1)"),
+])
+def test_a_bad_sweep_is_refused_with_the_shape_it_needs(settings, message):
+    # The user's whole message (the sweep command prints it as it is): K and n as docs/sweep.md names them.
+    with pytest.raises(jaxstyle.UsageError) as e:
+        normalize_settings(settings, CONFIG, 1)
+    assert str(e.value) == message
+
 def test_vmapped_lbfgs_nols_costs_one_evaluation_per_iteration_like_the_single_run(inputs, model):
     # Counted at run time by a debug callback inside the loss (one call = one VGG forward + backward per image).
     settings = {k: v[:2] for k, v in SETTINGS.items()}

@@ -226,3 +226,11 @@ def test_entries_describe_themselves_and_weight_digests_are_hashed_once(pictures
     digest = tc.weights_digest(model)
     assert len(hashed) == len(jax.tree_util.tree_leaves(model.params)) and len(digest) == 40
     assert tc.weights_digest(model) == digest and len(hashed) == len(jax.tree_util.tree_leaves(model.params))
+
+
+def test_the_default_directory_is_the_users_cache(tmp_path, monkeypatch):
+    # Without JAXSTYLE_TARGET_CACHE the CLI's targets go beside the compilation cache: $XDG_CACHE_HOME/jaxstyle/targets.
+    monkeypatch.delenv("JAXSTYLE_TARGET_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    cache = TargetCache.from_env()
+    assert cache.path == str(tmp_path / "jaxstyle" / "targets") and os.path.isdir(cache.path)
