@@ -7,6 +7,7 @@ score; mutants not yet checked are left out and reported. Prints a Markdown tabl
 ``--sample``, only the random sample `make mutation` tests (mutation/sample.py) and the total's 95 % interval.
 
     python mutation/report.py [--sample | --only mutation/tier1.txt] [--survivors | --diffs] [--json FILE]
+    python mutation/report.py --times   # what the mutants cost (tests/conftest.py's mutants/mutation-times.jsonl)
 """
 
 from __future__ import annotations
@@ -83,6 +84,21 @@ def markdown(rows: list[tuple], total: tuple) -> str:
     return "\n".join(lines)
 
 
+def times(path: pathlib.Path) -> str:
+    """What the mutants' test runs cost, from the one line per mutant tests/conftest.py appends: how many, their
+    wall seconds in total, the median and the slowest, and the tests run per mutant."""
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    if not records:
+        return f"{path}: no mutant timed"
+    seconds = sorted(r["seconds"] for r in records)
+    tests = sorted(r["tests"] for r in records)
+    slowest = max(records, key=lambda r: r["seconds"])
+    caught = sum(r["status"] != 0 for r in records)
+    return (f"{len(records)} mutant test runs ({caught} failed a test), {sum(seconds) / 60:.1f} min of tests in all: "
+            f"median {seconds[len(seconds) // 2]:.1f} s, slowest {slowest['seconds']:.1f} s ({slowest['mutant']}); "
+            f"tests per mutant: median {tests[len(tests) // 2]}, most {tests[-1]}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", type=pathlib.Path, default=pathlib.Path("mutants"))
@@ -93,7 +109,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--survivors", action="store_true", help="also list every missed mutant")
     parser.add_argument("--diffs", action="store_true", help="also show each missed mutant's diff")
     parser.add_argument("--json", type=pathlib.Path, help="write {module: {mutant: status}} here")
+    parser.add_argument("--times", action="store_true", help="only summarise what the mutants' test runs cost")
     args = parser.parse_args(argv)
+    if args.times:
+        print(times(args.root / "mutation-times.jsonl"))
+        return 0
     only = None
     if args.only:
         only = [line.strip() for line in args.only.read_text().splitlines()
