@@ -40,8 +40,9 @@ $(VENV)/.installed-mutation: pyproject.toml $(VENV)/.installed-test
 	$(BIN)/pip install -q -e ".[test,mutation]"
 	touch $@
 
-# Mutation testing (docs/testing.md). `make mutation`: the fixed random 10 % sample of the core's mutants
-# (mutation/sample.py), sized for about an hour on 2 cores (it took longer here: docs/testing.md), then the score with its 95 % interval.
+# Mutation testing (docs/testing.md). `make mutation`: the fixed random 5 % sample of the core's mutants
+# (mutation/sample.py), each mutant's tests within a 30 s budget (tests/conftest.py), about an hour on 2 cores,
+# then the score with its 95 % interval.
 # `make mutation-tier1`: every mutant of mutation/tier1.txt's modules (two hours or more); `make mutation-all`:
 # every mutant (most of a day). mutmut re-tests every mutant named on its command line.
 mutation: $(VENV)/.installed-mutation

@@ -6,7 +6,7 @@ it made the tests hang past mutmut's limit (timeout, segfault); "no tests" and "
 score; mutants not yet checked are left out and reported. Prints a Markdown table for docs/testing.md; with
 ``--sample``, only the random sample `make mutation` tests (mutation/sample.py) and the total's 95 % interval.
 
-    python mutation/report.py [--sample | --only mutation/tier1.txt] [--survivors | --diffs] [--json FILE]
+    python mutation/report.py [--sample [FRACTION] | --only mutation/tier1.txt] [--survivors | --diffs] [--json FILE]
     python mutation/report.py --times   # what the mutants cost (tests/conftest.py's mutants/mutation-times.jsonl)
 """
 
@@ -104,8 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", type=pathlib.Path, default=pathlib.Path("mutants"))
     parser.add_argument("--only", type=pathlib.Path,
                         help="a file of mutant name globs (mutation/tier1.txt): report those mutants only")
-    parser.add_argument("--sample", action="store_true",
-                        help="report the random sample `make mutation` tests (mutation/sample.py) only")
+    parser.add_argument("--sample", nargs="?", type=float, const=-1.0, metavar="FRACTION",
+                        help="report the random sample `make mutation` tests (mutation/sample.py) only; with a "
+                             "FRACTION, that share's sample")
     parser.add_argument("--survivors", action="store_true", help="also list every missed mutant")
     parser.add_argument("--diffs", action="store_true", help="also show each missed mutant's diff")
     parser.add_argument("--json", type=pathlib.Path, help="write {module: {mutant: status}} here")
@@ -119,18 +120,19 @@ def main(argv: list[str] | None = None) -> int:
         only = [line.strip() for line in args.only.read_text().splitlines()
                 if line.strip() and not line.startswith("#")]
     keep = None
-    if args.sample:
+    if args.sample is not None:
         sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-        from sample import in_sample
+        from sample import FRACTION, in_sample
 
-        keep = in_sample
+        fraction = FRACTION if args.sample < 0 else args.sample
+        keep = lambda name: in_sample(name, fraction)  # noqa: E731
     results = read_results(args.root, only, keep)
     if not results:
         print(f"{args.root}: no mutmut results; run `make mutation` first", file=sys.stderr)
         return 1
     rows, total = score_table(results)
     print(markdown(rows, total))
-    if args.sample:
+    if args.sample is not None:
         checked = total[1] + total[2]
         low, high = wilson_interval(total[1], checked)
         print(f"\nsample of {checked + total[3]} mutants, {checked} checked: the core's score is in "

@@ -6,12 +6,17 @@ standard way to estimate a mutation score at a fraction of the cost (Wong & Math
 2013, show a 5–10 % sample predicts the full score within a point or two). A mutant is in the sample when the
 BLAKE2b hash of its mutmut name falls below ``FRACTION``: the choice depends on nothing but the name, so it is
 uniform over the core (every module is sampled in proportion to its size), independent of whether the tests
-catch the mutant, and the same from run to run (a function that did not change keeps its mutants' names).
+catch the mutant, and the same from run to run (a function that did not change keeps its mutants' names). A
+smaller fraction's sample is part of every larger one's (the same hash, a lower bar).
+
+Why 5 %: from a fresh start here, the 10 % sample (888 mutants) had tested 706 of its mutants after 68 minutes
+(27 of them mutmut's stats and clean-test passes), the costliest still to come (docs/testing.md); 5 % halves the
+mutants' part.
 
 Names are enumerated with mutmut's own mutation operators (``mutate_file_contents``) from the files
 ``[tool.mutmut] only_mutate`` names, so the list exists before mutmut has generated anything.
 
-    python mutation/sample.py [--fraction 0.1] [--count]   # prints one mutant name per line
+    python mutation/sample.py [--fraction 0.05] [--count]   # prints one mutant name per line
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import pathlib
 import sys
 import tomllib
 
-FRACTION = 0.1
+FRACTION = 0.05
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
