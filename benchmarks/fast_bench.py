@@ -140,6 +140,7 @@ def main(argv=None) -> int:
     report = {"device": str(jax.devices()[0]), "backend": jax.default_backend(), "cpus": os.cpu_count(),
               "machine": platform.machine(), "jax": jax.__version__, "batch": BATCH, "steps": args.steps,
               "load_average_1min": [round(load_before, 1), round(os.getloadavg()[0], 1)],
+              "date": time.strftime("%Y-%m-%d"), "command": "python benchmarks/fast_bench.py " + " ".join(sys.argv[1:]),
               "rows": rows}
     if args.out:
         from jaxstyle.atomic import atomic_write

@@ -711,7 +711,8 @@ def _env_block(res):
             f"{m['torch']} ({m['torch_device']}, {m['torch_threads']} intra-op / {m['torch_interop_threads']} "
             f"inter-op threads), XLA_FLAGS={m['XLA_FLAGS'] or '(none)'}; {m['date']}; load average (1/5/15 min) "
             f"at start {tuple(round(v, 2) for v in m['loadavg_start'])}, at end "
-            f"{tuple(round(v, 2) for v in res['loadavg_end'])}.\n\nCommand: `{res['command']}`\n")
+            f"{tuple(round(v, 2) for v in res['loadavg_end'])}"
+            + (f" ({res['note']})" if res.get("note") else "") + f".\n\nCommand: `{res['command']}`\n")
 
 
 def _multiprocess_section() -> list[str]:
@@ -735,6 +736,25 @@ def _multiprocess_section() -> list[str]:
             "machine two processes (two XLA thread pools) get a larger share of the CPU time than one, which can "
             "outweigh the overhead, as it may have here; a quiet machine was not available to separate the two. "
             "Details: docs/multiprocess.md.\n"]
+
+
+def _fast_section() -> list[str]:
+    """Fast style transfer's train step and apply against PyTorch (benchmarks/fast_bench.py writes the JSON)."""
+    fast = _load("fast_cpu")
+    if not fast:
+        return []
+    load = fast["load_average_1min"]
+    out = ["## Fast style transfer: train step and apply (batch 4)\n",
+           f"`{fast['command']}`, {fast['date']}, {fast['cpus']}-core CPU (load {load[0]} -> {load[1]}), the two "
+           "sides' calls alternating; details and what was tried in [fast.md](fast.md#speed):\n",
+           "| size | train img/s jax / torch | ratio (goal <= 0.9) | apply img/s jax / torch | ratio (goal <= 0.8) |",
+           "|---|---|---|---|---|"]
+    for r in fast["rows"]:
+        j, t = r["jax"], r["torch"]
+        out.append(f"| {r['size']} | {j['train_images_per_s']:.2f} / {t['train_images_per_s']:.2f} | "
+                   f"{r['train_time_ratio']:.2f} | {j['apply_images_per_s']:.2f} / {t['apply_images_per_s']:.2f} | "
+                   f"{r['apply_time_ratio']:.2f} |")
+    return out + [""]
 
 
 def render() -> None:
@@ -886,7 +906,7 @@ def render() -> None:
             out.append(f"| {r['size']}² | {r['side']} | {r['peak_rss_mb']:.0f} | {r['rss_after_imports_mb']:.0f} "
                        f"| {dp} |")
         fig, ax = plt.subplots(figsize=(6, 4))
-        fits = []
+        fits, slopes = [], {}
         for side in sorted({r["side"] for r in mem["rows"]}):
             pts = [(r["size"] ** 2, r["peak_rss_mb"]) for r in mem["rows"] if r["side"] == side and "error" not in r]
             if not pts:
@@ -894,6 +914,7 @@ def render() -> None:
             ax.plot(*zip(*pts), "o", label=side)
             if len(pts) >= 2:
                 b, a0, r2 = _fit(*zip(*pts))
+                slopes[side] = b
                 fits.append(f"| {side} | {b * 1e3:.3f} | {a0:.0f} | {r2:.4f} |")
                 lo, hi = min(p[0] for p in pts), max(p[0] for p in pts)
                 ax.plot([lo, hi], [a0 + b * lo, a0 + b * hi], "-", alpha=0.5)
@@ -905,6 +926,12 @@ def render() -> None:
         fig.savefig(os.path.join(ROOT, "docs", "benchmarks_memory.png"), dpi=100)
         plt.close(fig)
         out.append("\n![memory vs pixels](benchmarks_memory.png)\n")
+        if "jaxstyle" in slopes and "torch" in slopes:
+            out.append(f"jaxstyle holds {slopes['jaxstyle'] / slopes['torch']:.2f}x PyTorch's memory per pixel "
+                       "(the fits' slopes).")
+        notes = os.path.join(ROOT, "benchmarks", "memory_notes.md")
+        if os.path.exists(notes):
+            out.append(open(notes).read())
     conv = _load("convergence")
     if conv:
         out.append("## Convergence: total loss vs loss-and-gradient evaluations\n")
@@ -998,6 +1025,7 @@ def render() -> None:
                        f"({100 * bwd_t / med['torch_evaluation']:.0f} %).\n")
         out.append("PyTorch eager profile of one evaluation (self CPU time):\n\n```\n" + prof["torch_profile"]
                    + "\n```\n")
+    out.extend(_fast_section())
     out.extend(_multiprocess_section())
     text = "\n".join(out)
     text = text.replace("\n## ", "\n\n## ").replace("\n\n\n## ", "\n\n## ")
