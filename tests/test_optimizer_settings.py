@@ -223,3 +223,23 @@ def test_every_optimizer_is_named_as_asked():
     for name in optim.OPTIMIZERS:
         assert optim.make_optimizer(name).name == name
         assert optim.make_optimizer(name, average=0.5).name == f"{name}+average"
+
+
+def test_lbfgs_counts_the_evaluations_each_step_makes():
+    # The run log's evaluation count per iteration: the zoom line search's trials, plus, on the very first step
+    # only, the evaluation at the start (later steps reuse the accepted trial's value and gradient).
+    calls = []
+
+    def counted(x):
+        jax.debug.callback(lambda: calls.append(1))
+        return rosenbrock_like(x)
+
+    opt = optim.make_optimizer("lbfgs")
+    step = jax.jit(opt.step, static_argnums=0)
+    x, state = start(), opt.init(start())
+    for _ in range(3):
+        before = len(calls)
+        u = step(counted, x, state, 1)
+        jax.block_until_ready(u.x)
+        assert int(u.evaluations) == len(calls) - before >= 1
+        x, state = u.x, u.opt_state
