@@ -129,6 +129,22 @@ def test_random_model_properties_and_pooling(vgg16):
         load_vgg("random", pooling="min")
     with pytest.warns(jaxstyle.RandomWeightsWarning):
         assert load_vgg("random").arch == "vgg19"
+    with pytest.warns(jaxstyle.RandomWeightsWarning):
+        assert load_vgg("random", pooling="avg", arch="vgg16").pooling == "avg"
+
+
+def test_random_weights_are_he_initialised_float32_and_the_same_everywhere():
+    # He et al. 2015 (normal, fan-in): std sqrt(2 / fan_in), zero biases; numpy's PCG64 in float32, so the same
+    # random network (and the same smoke-run images) on every machine and version.
+    from jaxstyle.nets import weights
+
+    params = weights.random_params("vgg16")["params"]
+    for name, p in params.items():
+        fan_in = np.prod(p["kernel"].shape[:3])
+        assert p["kernel"].dtype == np.float32 and not p["bias"].any(), name
+        assert np.std(p["kernel"]) == pytest.approx(np.sqrt(2.0 / fan_in), rel=0.05), name
+    np.testing.assert_array_equal(params["conv1_1"]["kernel"][0, 0, 0, :3],
+                                  np.float32([0.3041782, -0.3775276, -0.11609809]))
 
 
 def test_avg_pooling_changes_pool_features_only_after_the_first_pool(vgg16):
