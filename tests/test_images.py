@@ -621,6 +621,27 @@ def test_save_png16_is_16_bit_and_srgb_tagged(tmp_path):
     assert [c[0] for c in png.Reader(filename=str(path)).chunks()][:2] == [b"IHDR", b"sRGB"]
     with pytest.raises(UsageError, match="16-bit"):
         images.save_image(tmp_path / "deep.jpg", image, bits=16)
+    with pytest.raises(UsageError) as e:
+        images.save_image(tmp_path / "deep.png", image, bits=12)
+    assert str(e.value) == "output bits must be one of 8, 16, not 12"
+
+
+def test_a_float_tiff_with_nan_is_refused_naming_the_file(tmp_path):
+    f = np.full((16, 16), 0.5, np.float32)
+    f[3, 4] = np.nan
+    Image.fromarray(f, "F").save(tmp_path / "f.tif")
+    with pytest.raises(ImageError) as e:
+        load_image(tmp_path / "f.tif")
+    assert str(e.value) == (f"{tmp_path / 'f.tif'}: content image contains non-finite (NaN/inf) pixel values "
+                            "— re-export it as PNG")
+
+
+def test_a_warning_points_at_the_callers_line(tmp_path):
+    # stacklevel: the user's own call to load_image is what the warning names, not jaxstyle's internals.
+    Image.new("RGB", (4, 4), (255, 128, 0)).save(tmp_path / "t.png")
+    with pytest.warns(ImageWarning, match="upscaled") as record:
+        load_image(tmp_path / "t.png")
+    assert record[0].filename == __file__
 
 
 @pytest.mark.parametrize("name,write", [
