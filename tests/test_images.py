@@ -700,3 +700,48 @@ def test_an_image_with_an_empty_side_is_refused():
     for shape in [(0, 5, 3), (5, 0, 1)]:
         with pytest.raises(ValueError, match=r"expected an HWC image with 1 or 3 channels, got shape"):
             images.resize_to(np.zeros(shape, np.float32), (4, 4))
+
+
+def _broken_files(tmp_path):
+    Image.fromarray(_rgb(32, 32)).save(tmp_path / "full.png")
+    whole = (tmp_path / "full.png").read_bytes()
+    (tmp_path / "half.png").write_bytes(whole[: len(whole) // 2])
+    (tmp_path / "text.png").write_text("hello, not an image\n")
+
+
+@pytest.mark.parametrize("name, message", [
+    ("half.png", "content image is truncated (OSError: image file is truncated) — re-export or re-download it, "
+                 "or convert it to PNG"),
+    ("text.png", "not an image file Pillow can read (content image) — use PNG, JPEG, WebP, GIF, BMP or TIFF"),
+])
+def test_a_broken_file_is_refused_with_what_is_wrong_and_what_to_do(tmp_path, name, message):
+    _broken_files(tmp_path)
+    with pytest.raises(ImageError) as e:
+        load_image(tmp_path / name)
+    assert str(e.value) == f"{tmp_path / name}: {message}"
+
+
+def test_running_out_of_memory_while_decoding_is_refused_in_one_line(tmp_path, monkeypatch):
+    _broken_files(tmp_path)
+
+    def load(self):
+        raise MemoryError
+
+    monkeypatch.setattr(Image.Image, "load", load)
+    with pytest.raises(ImageError) as e:
+        load_image(tmp_path / "full.png")
+    assert str(e.value) == f"{tmp_path / 'full.png'}: not enough memory to decode the content image — downscale it first"
+
+
+def test_transparency_survives_an_exif_rotation(tmp_path):
+    # A greyscale PNG with a colour key (tRNS) and an EXIF orientation: the rotated image keeps its transparent
+    # pixels (composited on white), not the key colour.
+    g = np.full((16, 32), 50, np.uint8)
+    g[:, 16:] = 7  # the right half is the transparent colour
+    exif = Image.Exif()
+    exif[0x0112] = 3  # rotate 180
+    Image.fromarray(g).save(tmp_path / "k.png", transparency=7, exif=exif.tobytes())
+    out = _load_quiet(tmp_path / "k.png")
+    assert out.shape == (16, 32, 3)
+    np.testing.assert_array_equal(out[:, :16], 1.0)  # the transparent half is on the left after the rotation
+    np.testing.assert_allclose(out[:, 16:], 50 / 255, atol=1e-6)
