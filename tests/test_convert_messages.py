@@ -393,3 +393,31 @@ def test_a_file_with_a_small_length_prefix_but_no_json_header_is_not_safetensors
     assert _refusal(path) == (f"{path}: unknown weights format (not HDF5, PyTorch, safetensors, ONNX or MATLAB v5) — "
                               "pass one of the supported sources; --format is one of "
                               f"{', '.join(C.FORMATS)}")
+
+
+def test_an_unreadable_or_matlab_73_file_is_named_with_the_fix(tmp_path, monkeypatch):
+    mat = tmp_path / "vgg.mat"
+    mat.write_bytes(b"MATLAB 7.3 MAT-file, Platform: GLNXA64" + bytes(200))
+    assert _refusal(mat) == (f"{mat}: MATLAB v7.3 (HDF5) .mat files are not supported by scipy — re-save it in "
+                             "MATLAB with save(..., '-v7') or use another source")
+    real_open = open
+
+    def denied(path, *args, **kwargs):  # what a file without read permission gives (the tests may run as root)
+        if str(path) == str(mat):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", denied)
+    assert _refusal(mat) == f"{mat}: cannot read (Permission denied) — check the file's permissions"
+
+
+def test_layers_that_do_not_make_the_architecture_are_not_saved(hwio, tmp_path):
+    from jaxstyle.nets import vgg, weights
+
+    convs = dict(hwio)
+    del convs["conv5_3"]
+    with pytest.raises(WeightsError) as e:
+        weights.save_converted(tmp_path / "w.npz", "vgg16", convs, vgg.PRESETS["torchvision"], source="vgg16.pth",
+                               source_sha256="", source_format="torchvision")
+    assert str(e.value) == "vgg16.pth: converted layers do not match vgg16 (missing ['conv5_3'], extra [])"
+    assert not (tmp_path / "w.npz").exists()
