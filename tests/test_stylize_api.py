@@ -78,3 +78,29 @@ def test_a_run_that_does_not_finish_raises_with_its_message(model, images, monke
                         lambda *a, **k: dataclasses.replace(made, status=status, message=f"stopped: {status} at iteration 2"))
     with pytest.raises(error, match=f"^stopped: {status} at iteration 2$"):
         jaxstyle.stylize(content, style, model=model, **LIGHT)
+
+
+def test_original_colors_luminance_keeps_the_contents_colours(model, images):
+    # Gatys et al. 2017's luminance-only transfer: the output's luminance (Y) is stylized, its chroma (I, Q) is the
+    # content's, except where the result had to be clipped to [0, 1].
+    from jaxstyle import colour
+
+    content, style = images
+    result = run_stylize(content, style, model, gatys.StyleConfig(**LIGHT, original_colors="luminance"))
+    plain = run_stylize(content, style, model, gatys.StyleConfig(**LIGHT))
+    chroma = lambda image: np.asarray(colour.rgb_to_yiq(image))[..., 1:]  # noqa: E731
+    inside = np.all((result.image > 0.002) & (result.image < 0.998), axis=-1)
+    assert inside.mean() > 0.3
+    np.testing.assert_allclose(chroma(result.image)[inside], chroma(content)[inside], atol=1e-3)
+    assert np.abs(chroma(plain.image) - chroma(content)).max() > 0.1
+
+
+def test_an_averaging_run_returns_the_average_of_its_iterates(model, images):
+    from jaxstyle.optim import optimizers
+
+    content, style = images
+    result = run_stylize(content, style, model, gatys.StyleConfig(**LIGHT, average=0.5))
+    state = result.state
+    average = np.clip(np.asarray(optimizers.output(state.opt_state, state.x)), 0, 1)
+    np.testing.assert_array_equal(result.image, average)
+    assert np.abs(average - np.clip(np.asarray(state.x), 0, 1)).max() > 1e-3  # not the last iterate
