@@ -150,3 +150,34 @@ def test_resize_is_the_identity_at_the_same_size_and_antialiased_otherwise():
     checker = jnp.asarray(np.indices((16, 16)).sum(0) % 2, jnp.float32)[..., None].repeat(3, -1)
     small = np.asarray(resize(checker, (4, 4)))
     np.testing.assert_allclose(small, 0.5, atol=0.05)  # averaged, not sampled
+
+
+def test_mask_refusals_word_for_word(model, pictures):
+    content, style = pictures
+    one = [np.ones((4, 4))]
+    with pytest.raises(UsageError) as e:
+        prepare(model, content, [style], StyleConfig(tile=16, **LIGHT), content_masks=one)
+    assert str(e.value) == ("--tile does not handle spatial control (content masks): the guided Grams are not tiled; "
+                            "drop --tile or the masks")
+    with pytest.raises(UsageError) as e:
+        prepare(model, content, [style], StyleConfig(**LIGHT), content_masks=one * 2)
+    assert str(e.value) == ("2 content mask(s) for 1 style image(s) — give one content mask per style image (the "
+                            "region of the output it styles)")
+
+
+def test_a_style_mask_picks_the_region_of_its_style_image_at_any_size(model, pictures):
+    content, style = pictures  # style is 40 x 20
+    config = StyleConfig(image_size=32, **LIGHT)
+    top = np.zeros((40, 20), np.float32)
+    top[:20] = 1.0
+    small_top = np.zeros((20, 10), np.float32)
+    small_top[:10] = 1.0  # the same region drawn at half the size: resized to the style image
+
+    def grams(style_masks):
+        p = prepare(model, content, [style], config, content_masks=[np.ones((4, 4))], style_masks=style_masks)
+        return np.asarray(p.targets.grams["relu1_1"])
+
+    whole, masked, small = grams([None]), grams([top]), grams([small_top])
+    # Up to the soft edge that upsampling the small mask draws, it picks the same half.
+    assert np.abs(small - masked).max() < 0.25 * np.abs(whole - masked).max()
+    assert np.abs(masked - whole).max() > 0.05 * np.abs(whole).max()
