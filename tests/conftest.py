@@ -65,7 +65,7 @@ OWN_TESTS = {
     "jaxstyle.optim.optimizers": ("test_optimizer_settings", "test_optimize"),
     "jaxstyle.optim.loop": ("test_loop", "test_accelerator_path"),
     "jaxstyle.gatys.config": ("test_style_config",),
-    "jaxstyle.gatys.problem": ("test_problem",),
+    "jaxstyle.gatys.problem": ("test_problem", "test_masks"),
     "jaxstyle.gatys.run": ("test_stylize_api", "test_resume", "test_coarse_to_fine", "test_tiled_run"),
     "jaxstyle.gatys.sweep": ("test_sweep",),
     "jaxstyle.io.checkpoint": ("test_checkpoint", "test_resume"),
