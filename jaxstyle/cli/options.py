@@ -47,6 +47,17 @@ def number(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
 
 
+_BOOLEANS = {"yes": True, "true": True, "on": True, "1": True, "no": False, "false": False, "off": False, "0": False}
+
+
+def boolean(text: str) -> bool:
+    """yes/no, true/false, on/off or 1/0 (a flag given alone means yes: ``nargs="?"``, ``const=True``)."""
+    try:
+        return _BOOLEANS[text.strip().lower()]
+    except KeyError:
+        raise argparse.ArgumentTypeError(f"expected yes or no, got {text!r}") from None
+
+
 def integer(text: str) -> int:
     try:
         return int(text)
@@ -134,6 +145,9 @@ CONFIG_OPTIONS = {
                 "iterate", None),
     "precision": ({"choices": PRECISIONS}, "convolution precision: float32, tf32 (GPU tensor cores) or bfloat16 "
                   "activations; Gram matrices and losses always accumulate in float32", None),
+    "remat": ({"type": boolean, "nargs": "?", "const": True, "metavar": "yes|no"}, "rematerialisation: keep "
+              "only each VGG block's input for the backward pass and recompute the block there (the same result "
+              "with about half the memory per pixel on CPU, for about a quarter more time)", None),
     "tile": ({"type": integer, "metavar": "PX"}, "high resolution within memory: evaluate the targets, the loss "
              "and its gradient in tiles of about PX pixels a side, one at a time (exact; about 2x the compute; "
              "needs --optimizer lbfgs-nols or adam, no masks; e.g. 512 at 2048 px)", "whole image"),

@@ -242,10 +242,12 @@ def _check_memory(p: Plan, image, arch: str, quiet: bool, dry_run: bool) -> None
         best = memory.largest_fitting_size(p.config, image.shape[:2], arch, available, host=host)
         fix = (f"the largest output that fits with these settings is --image-size {best}" if best else
                "no size fits with these settings")
-        tile = memory.tile_note(p.config, image.shape[:2], arch, host=host)
+        others = [note.split("; ")[1]] if note else []
+        others += [n for n in (memory.remat_note(p.config, image.shape[:2], arch, host=host),
+                               memory.tile_note(p.config, image.shape[:2], arch, host=host)) if n]
         raise UsageError(f"this run needs about {est.total / memory.MiB:,.0f} MiB at {est.shape[1]}x{est.shape[0]} "
                          f"but {where} is {available / memory.MiB:,.0f} MiB — {fix}" +
-                         (f"; or {note.split('; ')[1]}" if note else "") + (f"; or {tile}" if tile else ""))
+                         "".join(f"; or {n}" for n in others))
 
 
 def _write(p: Plan, result, monitor: Monitor) -> tuple[list, bool]:

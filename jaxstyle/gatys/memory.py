@@ -29,6 +29,13 @@ MiB = 2 ** 20
 # pooling's gradient went through select_and_scatter; 2829 while autodiff stored pooling's argmax mask as float32
 # and formed the Gram's gradient as two products: nets.vgg.max_pool_2x2, objective.losses.gram_matrix.)
 EVALUATION_BYTES_PER_PIXEL = 1865
+# The same with each block rematerialised (StyleConfig.remat, jaxstyle.nets.remat; `python
+# benchmarks/step_memory.py --remat`): the peak is either the end of the forward pass, holding the blocks' inputs
+# and the features the losses use (slope 256->384: VGG19 841, VGG16 960 B/px) plus the kernel copies, or, from
+# about 400 px up, block 1's recomputed backward pass alone, the kernel copies freed by then (512->768: 1164 B/px
+# for both, through zero). The estimate takes the larger.
+REMAT_FORWARD_BYTES_PER_PIXEL = 960
+REMAT_BLOCK1_BYTES_PER_PIXEL = 1164
 # XLA's temporary copies of the conv kernels it runs (flipped/transposed for the backward pass), per byte of those
 # kernels: the intercept of the same fit, 1.0 for VGG19 and VGG16 up to relu5_1 (docs/highres.md).
 KERNEL_COPIES = 1.0
@@ -111,16 +118,25 @@ def estimate(config: StyleConfig, content_hw, arch: str, *, host: bool = True) -
     # The style targets run the network forward (no gradient) on the style image, style_scale x the size: an
     # evaluation's working set bounds it at the same size, so only a larger style image can set the peak.
     evaluated = pixels * max(1.0, config.style_scale ** 2)
-    evaluation = EVALUATION_BYTES_PER_PIXEL * evaluated
+    kernels = int(KERNEL_COPIES * weight_bytes(arch, layers))
+    evaluation = evaluation_bytes(config.remat, evaluated, kernels)
     if config.tile is not None:  # one window's evaluation at a time (the targets are tiled too, forward only)
         window = max((b - a) * (d - c) for _, (a, b, c, d) in tiled.tile_windows(arch, layers, hw, config.tile))
-        evaluation = EVALUATION_BYTES_PER_PIXEL * window + TILE_IMAGES * IMAGE_BYTES_PER_PIXEL * pixels
-    return MemoryEstimate(hw, int(evaluation),
-                          int(KERNEL_COPIES * weight_bytes(arch, layers)),
+        evaluation = (evaluation_bytes(config.remat, window, kernels) +
+                      TILE_IMAGES * IMAGE_BYTES_PER_PIXEL * pixels)
+    return MemoryEstimate(hw, int(evaluation), kernels,
                           optimizer_images(config) * IMAGE_BYTES_PER_PIXEL * pixels,
                           RUN_IMAGES * IMAGE_BYTES_PER_PIXEL * pixels,
                           content_target_bytes(arch, config.content_layers, hw), weight_bytes(arch),
                           HOST_BASE if host else 0, config.tile)
+
+
+def evaluation_bytes(remat: bool, pixels: float, kernels: int) -> float:
+    """One evaluation's working set over ``pixels`` (the kernel copies, ``kernels`` bytes, counted apart)."""
+    if not remat:
+        return EVALUATION_BYTES_PER_PIXEL * pixels
+    # Block 1's backward pass runs after the kernel copies are freed: it needs their room, not theirs and its own.
+    return max(REMAT_FORWARD_BYTES_PER_PIXEL * pixels, REMAT_BLOCK1_BYTES_PER_PIXEL * pixels - kernels)
 
 
 def largest_fitting_size(config: StyleConfig, content_hw, arch: str, available: int, *, host: bool = True) -> int:
@@ -170,7 +186,18 @@ def tile_note(config: StyleConfig, content_hw, arch: str, *, host: bool = True) 
     from a given gradient; else None."""
     if config.tile is not None or config.optimizer not in EVALUATE_ONCE:
         return None
-    tiled_ = estimate(dataclasses.replace(config, tile=SUGGESTED_TILE), content_hw, arch, host=host)
-    if tiled_.total >= estimate(config, content_hw, arch, host=host).total:
+    return _option_note(config, content_hw, arch, host, f"--tile {SUGGESTED_TILE}", tile=SUGGESTED_TILE)
+
+
+def remat_note(config: StyleConfig, content_hw, arch: str, *, host: bool = True) -> str | None:
+    """What ``--remat`` would need where the run does not rematerialise and it would save memory; else None."""
+    if config.remat:
         return None
-    return f"--tile {SUGGESTED_TILE} would need {tiled_.total / MiB:,.0f} MiB"
+    return _option_note(config, content_hw, arch, host, "--remat", remat=True)
+
+
+def _option_note(config: StyleConfig, content_hw, arch: str, host: bool, flag: str, **change) -> str | None:
+    other = estimate(dataclasses.replace(config, **change), content_hw, arch, host=host)
+    if other.total >= estimate(config, content_hw, arch, host=host).total:
+        return None
+    return f"{flag} would need {other.total / MiB:,.0f} MiB"

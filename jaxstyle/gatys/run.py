@@ -19,6 +19,7 @@ import numpy as np
 
 from .. import colour
 from ..errors import NonFiniteLossError, UsageError
+from ..nets import remat
 from ..nets.model import VGGModel
 from ..objective.perceptual import LossSpec, loss_terms, total_loss
 from ..optim import loop
@@ -100,7 +101,9 @@ def _programs(spec: LossSpec, opt_key: tuple):
     def terms(model, x, targets, weights):
         return loss_terms(x, model, targets, weights, spec)
 
-    return (jax.jit(one_step, donate_argnums=3), jax.jit(chunk, donate_argnums=3, static_argnames="max_steps"),
+    options = remat.compiler_options(spec.remat)
+    return (jax.jit(one_step, donate_argnums=3, compiler_options=options),
+            jax.jit(chunk, donate_argnums=3, static_argnames="max_steps", compiler_options=options),
             jax.jit(terms), jax.jit(loop.reject))
 
 

@@ -28,6 +28,7 @@ import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from ..errors import ConfigError, UsageError
+from ..nets import remat
 from ..nets.model import VGGModel
 from ..objective.perceptual import loss_terms, total_loss
 from ..optim import loop
@@ -198,7 +199,8 @@ def _programs(spec, opt_key: tuple, mesh: Mesh):
     def terms(model, xs, targets, weights):
         return jax.vmap(lambda x, w: loss_terms(x, model, targets, w, spec))(xs, weights)
 
-    shard = dict(in_shardings=(replicated, replicated, batched, batched, batched), out_shardings=batched)
+    shard = dict(in_shardings=(replicated, replicated, batched, batched, batched), out_shardings=batched,
+                 compiler_options=remat.compiler_options(spec.remat))
     return (jax.jit(one_step, donate_argnums=3, **shard),
             jax.jit(chunk, donate_argnums=3, static_argnums=5, **shard),
             jax.jit(terms, in_shardings=(replicated, batched, replicated, batched), out_shardings=batched),

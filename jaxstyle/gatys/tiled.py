@@ -18,6 +18,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from ..nets import remat
 from ..objective import tiled
 from ..optim import loop
 from ..optim.optimizers import Optimizer
@@ -25,13 +26,14 @@ from ..optim.optimizers import Optimizer
 _STATIC = ("plan_", "window", "box")
 
 
-@functools.lru_cache(maxsize=1)
-def _parts() -> tiled.TileParts:
+@functools.lru_cache(maxsize=2)
+def _parts(rematerialise: bool = False) -> tiled.TileParts:
     """The jitted per-tile functions. The accumulators are donated: each call adds into the previous call's
-    buffers."""
+    buffers. ``rematerialise``: the options a loss whose spec has ``remat`` needs for its gradient pass."""
     return tiled.TileParts(
         forward=jax.jit(tiled.tile_forward, static_argnames=_STATIC, donate_argnames="acc"),
-        pull=jax.jit(tiled.tile_pull, static_argnames=_STATIC, donate_argnames="grad"),
+        pull=jax.jit(tiled.tile_pull, static_argnames=_STATIC, donate_argnames="grad",
+                     compiler_options=remat.compiler_options(rematerialise)),
         style=jax.jit(tiled.style_value_and_grad, static_argnames="plan_"),
         tv=jax.jit(tiled.tv_value_and_grad, static_argnames="plan_"),
         features=jax.jit(tiled.tile_features, static_argnames=("layers", "precision", "window", "box")))
@@ -62,7 +64,7 @@ def step_and_terms(problem, model, weights, optimizer: Optimizer, tile: int) -> 
     """``{"step": state -> (state, value), "terms": x -> loss terms}`` evaluating ``problem`` tile by tile with
     tiles of ``tile`` pixels: the fields of :class:`~jaxstyle.optim.loop.Programs` that differ from the untiled
     run's."""
-    parts, apply = _parts(), _apply(optimizer)
+    parts, apply = _parts(problem.spec.remat), _apply(optimizer)
     targets = problem.targets
     plan = tiled.plan(model, problem.shape, targets, problem.spec, tile)
 

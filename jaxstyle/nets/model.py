@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from . import precision as precision_lib
-from . import vgg, weights
+from . import remat, vgg, weights
 from ..errors import UsageError
 
 
@@ -75,13 +75,15 @@ def load_vgg(path_or_random="random", pooling: str = "max", *, arch: str | None 
 
 
 def extract_features(model: VGGModel, images: jax.Array, layers: Sequence[str],
-                     precision: str = precision_lib.DEFAULT) -> dict[str, jax.Array]:
+                     precision: str = precision_lib.DEFAULT, remat: bool = False) -> dict[str, jax.Array]:
     """Features of ``images`` (NHWC RGB in [0, 1], or one HWC image) at ``layers``: ``{name: float32 array}``.
 
     Pure and jit-able. The network stops after the deepest requested layer. No gradient ever flows into the
     weights (``stop_gradient``), so differentiating through this costs input gradients only. ``precision``
     (static: it changes the traced program) is the conv stack's, :mod:`jaxstyle.nets.precision`; the features
-    returned are float32 whatever it is.
+    returned are float32 whatever it is. ``remat`` (static): keep only each block's input for the backward pass
+    and recompute the block there (:mod:`jaxstyle.nets.remat`): the same values and gradients, less memory, one
+    more forward pass.
     """
     layers = vgg.validate_layers(model.arch, layers)
     dtype = precision_lib.compute_dtype(precision)
@@ -94,6 +96,23 @@ def extract_features(model: VGGModel, images: jax.Array, layers: Sequence[str],
     if min(images.shape[1:3]) < vgg.MIN_SIZE:
         raise ValueError(f"images must be at least {vgg.MIN_SIZE}x{vgg.MIN_SIZE}, got {images.shape[1:3]}")
     params = jax.tree.map(lambda p: p.astype(dtype), jax.lax.stop_gradient(model.params))
-    with jax.default_matmul_precision(precision_lib.CONV_PRECISION[precision]):
-        out = model.module.apply(params, images.astype(dtype), layers=layers)
+
+    def run(x, names, first_block=1):  # the precision context is entered where the block is (re)traced
+        with jax.default_matmul_precision(precision_lib.CONV_PRECISION[precision]):
+            return model.module.apply(params, x, layers=names, first_block=first_block)
+
+    out = (_blockwise(run, images.astype(dtype), layers) if remat else run(images.astype(dtype), layers))
     return {name: (value[0] if single else value).astype(jnp.float32) for name, value in out.items()}
+
+
+def _blockwise(run, x: jax.Array, layers: tuple[str, ...]) -> dict[str, jax.Array]:
+    """``run(x, layers)`` one block at a time, each block rematerialised: ``pool{b}`` carries x to block b+1."""
+    out: dict[str, jax.Array] = {}
+    last = max(vgg.block_of(name) for name in layers)
+    for b in range(1, last + 1):
+        names = tuple(name for name in layers if vgg.block_of(name) == b)
+        carry = (f"pool{b}",) if b < last and f"pool{b}" not in names else ()
+        res = remat.recompute_in_backward(lambda x, names=names + carry, b=b: run(x, names, b))(x)
+        x = res[f"pool{b}"] if b < last else x
+        out.update({name: res[name] for name in names})
+    return out

@@ -116,6 +116,11 @@ def matconvnet_preset(mean_rgb: Sequence[float]) -> Preprocess:
     return Preprocess("matconvnet", bgr=False, scale=255.0, mean=tuple(float(m) for m in mean_rgb))
 
 
+def block_of(layer: str) -> int:
+    """The block (1-5) a layer name belongs to: ``conv3_2``, ``relu3_2`` and ``pool3`` are in block 3."""
+    return int(layer[4])
+
+
 def _depth(arch: str, layer: str) -> int:
     return layer_names(arch).index(layer)
 
@@ -184,10 +189,15 @@ class VGG(nn.Module):
     preprocess: Preprocess = PRESETS["torchvision"]
 
     @nn.compact
-    def __call__(self, images: jax.Array, layers: Sequence[str]) -> dict[str, jax.Array]:
+    def __call__(self, images: jax.Array, layers: Sequence[str], first_block: int = 1) -> dict[str, jax.Array]:
+        """``first_block=b`` > 1 runs from block b on: ``images`` is then ``pool{b-1}``'s output (what a
+        rematerialised forward pass, :mod:`jaxstyle.nets.remat`, feeds one block at a time)."""
         wanted = set(validate_layers(self.arch, layers))
         last = max(_depth(self.arch, name) for name in wanted)
-        x = self.preprocess(images)
+        if first_block > 1 and min(_depth(self.arch, name) for name in wanted) < _depth(self.arch,
+                                                                                         f"conv{first_block}_1"):
+            raise ValueError(f"layers before block {first_block} requested from block {first_block} on")
+        x = self.preprocess(images) if first_block == 1 else images
         out: dict[str, jax.Array] = {}
         depth = 0
 
@@ -199,6 +209,9 @@ class VGG(nn.Module):
             return depth > last  # True once everything requested has been produced
 
         for b, block in enumerate(ARCHITECTURES[self.arch], 1):
+            if b < first_block:
+                depth += 2 * len(block) + 1
+                continue
             for i, features in enumerate(block, 1):
                 x = nn.Conv(features, (3, 3), padding=((1, 1), (1, 1)), name=f"conv{b}_{i}")(x)
                 if keep(f"conv{b}_{i}", x):

@@ -26,13 +26,15 @@ NORMALIZATIONS = ("relative", "size", "paper", "neural-style")
 
 
 class LossSpec(NamedTuple):
-    """The static (hashable) part of the loss: which layers, which normalisation, precision and TV."""
+    """The static (hashable) part of the loss: which layers, which normalisation, precision, TV and whether the
+    network's blocks are recomputed in the backward pass (``remat``, :mod:`jaxstyle.nets.remat`)."""
 
     content_layers: tuple[str, ...]
     style_layers: tuple[str, ...]
     normalization: str = "relative"
     precision: str = "float32"
     tv_norm: str = "l2"  # "l2" (squared differences) or "l1" (absolute: neural-style-pt's)
+    remat: bool = False
 
 
 class LossWeights(NamedTuple):
@@ -119,7 +121,7 @@ def loss_terms(image: jax.Array, model: VGGModel, targets: Targets, weights: Los
     """
     # Content-only reconstruction has no style images: no style targets, no style layers to run.
     style_layers = spec.style_layers if targets.grams else ()
-    feats = extract_features(model, image, spec.content_layers + style_layers, spec.precision)
+    feats = extract_features(model, image, spec.content_layers + style_layers, spec.precision, spec.remat)
     content = jnp.float32(0.0)
     for layer in spec.content_layers:
         content = content + content_term(feats[layer], targets.content[layer], spec.normalization)

@@ -122,12 +122,12 @@ def _window(image, corner, window):
     return jax.lax.dynamic_slice(image, (corner[2], corner[3], 0), (*window, image.shape[2]))
 
 
-def _box_features(model, crop, corner, layers, precision, box) -> dict:
+def _box_features(model, crop, corner, layers, precision, box, remat=False) -> dict:
     """``{layer: features}`` at the tile's own positions (its box), from ``crop``, its window's pixels: the full
     image's features there."""
     oy, ox = corner[0] - corner[2], corner[1] - corner[3]
     feats = {}
-    for layer, f in extract_features(model, crop, layers, precision).items():
+    for layer, f in extract_features(model, crop, layers, precision, remat).items():
         s = 2 ** _pools_before(model.arch, layer)  # the window's origin is on the deepest layer's stride grid
         feats[layer] = jax.lax.dynamic_slice(f, (oy // s, ox // s, 0), (box[0] // s, box[1] // s, f.shape[2]))
     return feats
@@ -138,7 +138,8 @@ def _crop_parts(model, crop, corner, targets, weights, plan_: Plan, box):
     image's features at the tile's positions, counted once."""
     spec = plan_.spec
     y0, x0 = corner[0], corner[1]
-    feats = _box_features(model, crop, corner, tuple(spec.content_layers) + plan_.style_layers, spec.precision, box)
+    feats = _box_features(model, crop, corner, tuple(spec.content_layers) + plan_.style_layers, spec.precision, box,
+                          spec.remat)
     content = jnp.float32(0.0)
     for layer in spec.content_layers:
         s, f, target = 2 ** _pools_before(model.arch, layer), feats[layer], targets.content[layer]
