@@ -71,15 +71,18 @@ def jax_problem(size: int, weights_path: str, config=None):
 
 
 def jax_loss_and_grad(spec):
-    """Jitted ``(model, x, targets, weights) -> (loss, dloss/dx)`` of jaxstyle's total loss."""
+    """Jitted ``(model, x, targets, weights) -> (loss, dloss/dx)`` of jaxstyle's total loss (compiled as the
+    driver compiles it: with the options a rematerialising ``spec`` needs)."""
     import jax
+
+    from jaxstyle.nets import remat
 
     stylize = core()
 
     def f(model, x, targets, weights):
         return jax.value_and_grad(lambda img: stylize.total_loss(img, model, targets, weights, spec))(x)
 
-    return jax.jit(f)
+    return jax.jit(f, compiler_options=remat.compiler_options(spec.remat))
 
 
 def torch_problem(size: int, weights_path: str):

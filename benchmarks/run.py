@@ -343,9 +343,12 @@ def worker_memory(size: int, side: str, evals: int = 1) -> dict:
         from benchmarks import variants
 
         base = _rss_mb()
-        model, problem, _ = common.jax_problem(size, path)
+        # remat: the whole run's way, targets included (prepare compiles them as a rematerialising run does)
+        config = common.core().StyleConfig(image_size=size, tv_weight=0.0, remat=True) if side == "remat" else None
+        model, problem, _ = common.jax_problem(size, path, config)
         f = {"jaxstyle": lambda: common.jax_loss_and_grad(problem.spec),
-             "remat": lambda: variants.handwritten_loss_and_grad(problem.spec, remat=True),
+             "remat": lambda: common.jax_loss_and_grad(problem.spec),
+             "checkpoint": lambda: variants.handwritten_loss_and_grad(problem.spec, remat=True),
              "handwritten": lambda: variants.handwritten_loss_and_grad(problem.spec),
              "bfloat16": lambda: variants.loss_and_grad(problem.spec, precision="bfloat16")}[side]()
         x = jax.numpy.asarray(common.init_noise(size))
@@ -505,6 +508,8 @@ def phase_levers(args) -> dict:
         call(variants.handwritten_loss_and_grad(problem.spec, layout="NCHW")))
     add("remat", "hand-written NHWC forward, jax.checkpoint per block",
         call(variants.handwritten_loss_and_grad(problem.spec, remat=True)))
+    add("remat", "jaxstyle --remat (each block recomputed in the backward pass)",
+        call(common.jax_loss_and_grad(problem.spec._replace(remat=True))))
     gd = variants.loss_and_grad(problem.spec, gram_precision=jax.lax.Precision.DEFAULT)
     add("gram precision", "Gram at DEFAULT precision", call(gd), grad_of=lambda: gd(model, x, *a)[1])
     for p in ("tf32", "bfloat16"):
@@ -928,7 +933,8 @@ def render() -> None:
         out.append("\n![memory vs pixels](benchmarks_memory.png)\n")
         if "jaxstyle" in slopes and "torch" in slopes:
             out.append(f"jaxstyle holds {slopes['jaxstyle'] / slopes['torch']:.2f}x PyTorch's memory per pixel "
-                       "(the fits' slopes).")
+                       "(the fits' slopes)" + (f"; with `--remat` (side `remat`) {slopes['remat'] / slopes['torch']:.2f}x"
+                                               if "remat" in slopes else "") + ".")
         notes = os.path.join(ROOT, "benchmarks", "memory_notes.md")
         if os.path.exists(notes):
             out.append(open(notes).read())

@@ -32,7 +32,7 @@ def swapped(module, name, value):
         setattr(module, name, old)
 
 
-def _features_with_weight_grads(model, images, layers, precision="float32"):
+def _features_with_weight_grads(model, images, layers, precision="float32", remat=False):
     """extract_features without the stop_gradient on the weights."""
     images = images[None]
     out = model.module.apply(model.params, images, layers=tuple(layers))
@@ -104,7 +104,7 @@ def _vgg_forward(params, image_hwc, layers, preprocess, layout="NHWC", remat=Fal
 def handwritten_loss_and_grad(spec, *, layout="NHWC", remat=False):
     """Same loss as jaxstyle (its loss_terms), features from the hand-written forward."""
 
-    def features(model, image, layers, precision="float32"):
+    def features(model, image, layers, precision="float32", remat=False):
         params = jax.lax.stop_gradient(model.params["params"])
         return _vgg_forward(params, image, tuple(layers), model.preprocess, layout, remat)
 

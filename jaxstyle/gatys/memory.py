@@ -3,8 +3,9 @@ shapes and the settings, no compilation) and :func:`largest_fitting_size`.
 
 The model (docs/highres.md, "Memory"): one loss-and-gradient evaluation holds ``EVALUATION_BYTES_PER_PIXEL``
 (measured with ``compiled.memory_analysis()``: XLA's temporary buffers of the jitted evaluation are exactly
-linear in the pixel count, and the same for VGG16 and VGG19 and for every layer set, because the peak is reached
-in block 1's backward pass at full resolution, whatever runs deeper), plus the run state (the iterate, the
+linear in the pixel count, and about the same for VGG16 and VGG19 and for every layer set: the peak is the end of
+the forward pass, where every block's activations are held for the backward pass, most of them block 1's and
+block 2's; ``REMAT_*`` with ``StyleConfig.remat``), plus the run state (the iterate, the
 previous one, the gradient...), the content targets, the optimiser state (L-BFGS: ``2 x history`` images of
 curvature pairs, i.e. 24 x history x pixels bytes; Adam: two moment images), the network's weights and, on the
 host, the process itself (the Python interpreter, jax and XLA). A tiled run (``StyleConfig.tile``) evaluates one
@@ -25,7 +26,7 @@ MiB = 2 ** 20
 # XLA CPU temporary bytes of one jitted float32 loss-and-gradient step per pixel, from compiled.memory_analysis()
 # of the step run_stylize runs (`python benchmarks/step_memory.py`, docs/highres.md): the slope between 256 and
 # 384 px, VGG19 1862, VGG16 1798, default layers (the larger is used). About 7 full-resolution 64-channel float32
-# tensors: block 1's backward pass at full resolution sets the peak, whatever runs deeper. (3896 while max
+# tensors' worth, held at the end of the forward pass (XLA's buffer assignment, docs/highres.md). (3896 while max
 # pooling's gradient went through select_and_scatter; 2829 while autodiff stored pooling's argmax mask as float32
 # and formed the Gram's gradient as two products: nets.vgg.max_pool_2x2, objective.losses.gram_matrix.)
 EVALUATION_BYTES_PER_PIXEL = 1865

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple, Sequence
 
 import jax
@@ -9,7 +10,7 @@ import jax.numpy as jnp
 
 from .. import colour
 from ..errors import ConfigError, UsageError
-from ..nets import vgg
+from ..nets import remat, vgg
 from ..nets.vgg import long_side_shape  # noqa: F401  (re-exported: the CLI and scripts size images with it)
 from ..nets.model import VGGModel
 from ..nets.model import extract_features
@@ -24,6 +25,16 @@ from .config import INITS, StyleConfig, loss_spec, loss_weights
 _content_targets_jit = jax.jit(content_targets, static_argnums=(2, 3))
 _style_targets_jit = jax.jit(style_targets, static_argnums=(2, 3, 5))
 _output_guides_jit = jax.jit(output_guides, static_argnums=(2, 3))
+
+
+@functools.cache
+def _lean_target_jits():
+    """The same, compiled as a rematerialising run's programs are (jaxstyle.nets.remat.compiler_options): on XLA
+    CPU the forward pass alone would otherwise hold more than the rematerialised step (1250 against 1164 MiB at
+    1024², 768 MiB so compiled; docs/highres.md)."""
+    options = remat.compiler_options(True)
+    return (jax.jit(content_targets, static_argnums=(2, 3), compiler_options=options),
+            jax.jit(style_targets, static_argnums=(2, 3, 5), compiler_options=options))
 
 
 def init_image(kind, shape, *, content=None, style=None, seed: int = 0) -> jax.Array:
@@ -179,9 +190,10 @@ def _targets(model, content_seen, styles, spec: LossSpec, target_cache, style_gu
     if tile is not None:
         content_t, grams = tiled.targets(model, content_seen, styles, spec, tile)
     else:
-        content_t = (_content_targets_jit(model, content_seen, spec.content_layers, spec.precision)
+        content_fn, style_fn = _lean_target_jits() if spec.remat else (_content_targets_jit, _style_targets_jit)
+        content_t = (content_fn(model, content_seen, spec.content_layers, spec.precision)
                      if content_seen is not None else {})
-        grams = (_style_targets_jit(model, styles, spec.style_layers, spec.precision, style_guides, mask_method)
+        grams = (style_fn(model, styles, spec.style_layers, spec.precision, style_guides, mask_method)
                  if styles else {})
     if target_cache is not None:
         target_cache.save(key, content_t, grams)

@@ -104,7 +104,7 @@ def _programs(spec: LossSpec, opt_key: tuple):
     options = remat.compiler_options(spec.remat)
     return (jax.jit(one_step, donate_argnums=3, compiler_options=options),
             jax.jit(chunk, donate_argnums=3, static_argnames="max_steps", compiler_options=options),
-            jax.jit(terms), jax.jit(loop.reject))
+            jax.jit(terms, compiler_options=options), jax.jit(loop.reject))
 
 
 def programs(problem: Problem, config: StyleConfig, model: VGGModel, weights=None, *,

@@ -203,7 +203,8 @@ def _programs(spec, opt_key: tuple, mesh: Mesh):
                  compiler_options=remat.compiler_options(spec.remat))
     return (jax.jit(one_step, donate_argnums=3, **shard),
             jax.jit(chunk, donate_argnums=3, static_argnums=5, **shard),
-            jax.jit(terms, in_shardings=(replicated, batched, replicated, batched), out_shardings=batched),
+            jax.jit(terms, in_shardings=(replicated, batched, replicated, batched), out_shardings=batched,
+                    compiler_options=shard["compiler_options"]),
             jax.jit(jax.vmap(loop.reject), out_shardings=batched), batched, replicated)
 
 

@@ -29,14 +29,16 @@ _STATIC = ("plan_", "window", "box")
 @functools.lru_cache(maxsize=2)
 def _parts(rematerialise: bool = False) -> tiled.TileParts:
     """The jitted per-tile functions. The accumulators are donated: each call adds into the previous call's
-    buffers. ``rematerialise``: the options a loss whose spec has ``remat`` needs for its gradient pass."""
+    buffers. ``rematerialise``: compiled as a loss whose spec has ``remat`` needs (jaxstyle.nets.remat)."""
+    options = remat.compiler_options(rematerialise)
     return tiled.TileParts(
-        forward=jax.jit(tiled.tile_forward, static_argnames=_STATIC, donate_argnames="acc"),
-        pull=jax.jit(tiled.tile_pull, static_argnames=_STATIC, donate_argnames="grad",
-                     compiler_options=remat.compiler_options(rematerialise)),
+        forward=jax.jit(tiled.tile_forward, static_argnames=_STATIC, donate_argnames="acc",
+                        compiler_options=options),
+        pull=jax.jit(tiled.tile_pull, static_argnames=_STATIC, donate_argnames="grad", compiler_options=options),
         style=jax.jit(tiled.style_value_and_grad, static_argnames="plan_"),
         tv=jax.jit(tiled.tv_value_and_grad, static_argnames="plan_"),
-        features=jax.jit(tiled.tile_features, static_argnames=("layers", "precision", "window", "box")))
+        features=jax.jit(tiled.tile_features, static_argnames=("layers", "precision", "window", "box"),
+                         compiler_options=options))
 
 
 @functools.lru_cache(maxsize=16)
@@ -54,8 +56,8 @@ def targets(model, content, styles, spec, tile: int) -> tuple[dict, dict]:
     ``style_targets`` compute them, tile by tile: a whole-image forward pass would otherwise set a tiled run's
     peak (at 2048 px it holds several times one window's activations)."""
     content_t = ({} if content is None else
-                 tiled.tiled_features(model, content, spec.content_layers, tile, spec.precision, _parts()))
-    grams = (tiled.tiled_style_targets(model, styles, spec.style_layers, tile, spec.precision, _parts())
+                 tiled.tiled_features(model, content, spec.content_layers, tile, spec.precision, _parts(spec.remat)))
+    grams = (tiled.tiled_style_targets(model, styles, spec.style_layers, tile, spec.precision, _parts(spec.remat))
              if styles else {})
     return content_t, grams
 
