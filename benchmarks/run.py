@@ -348,7 +348,7 @@ def worker_memory(size: int, side: str, evals: int = 1) -> dict:
         model, problem, _ = common.jax_problem(size, path, config)
         f = {"jaxstyle": lambda: common.jax_loss_and_grad(problem.spec),
              "remat": lambda: common.jax_loss_and_grad(problem.spec),
-             "checkpoint": lambda: variants.handwritten_loss_and_grad(problem.spec, remat=True),
+             "checkpoint": lambda: variants.handwritten_loss_and_grad(problem.spec, remat=True, pooling="jaxstyle"),
              "handwritten": lambda: variants.handwritten_loss_and_grad(problem.spec),
              "bfloat16": lambda: variants.loss_and_grad(problem.spec, precision="bfloat16")}[side]()
         x = jax.numpy.asarray(common.init_noise(size))

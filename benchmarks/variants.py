@@ -66,7 +66,7 @@ def loss_and_grad(spec, *, weight_grads=False, gram_precision=None, precision=No
 # ------------------------------------------------------------------------------------------------------------
 # Hand-written forward with a switchable layout and per-block rematerialisation.
 
-def _vgg_forward(params, image_hwc, layers, preprocess, layout="NHWC", remat=False):
+def _vgg_forward(params, image_hwc, layers, preprocess, layout="NHWC", remat=False, pooling="reduce_window"):
     wanted = set(layers)
     order = vgg.layer_names("vgg19")
     last = max(order.index(l) for l in wanted)
@@ -96,17 +96,22 @@ def _vgg_forward(params, image_hwc, layers, preprocess, layout="NHWC", remat=Fal
         out.update({k: v for k, v in res.items() if k in wanted})
         if order.index(f"pool{b}") > last:
             break
-        x = jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, window, window, "VALID")
+        if pooling == "jaxstyle" and layout == "NHWC":  # jaxstyle's own max pooling and its gradient
+            x = vgg.max_pool_2x2(x)
+        else:
+            x = jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, window, window, "VALID")
     to_hwc = (lambda v: v[0]) if layout == "NHWC" else (lambda v: jnp.transpose(v[0], (1, 2, 0)))
     return {k: to_hwc(v) for k, v in out.items()}
 
 
-def handwritten_loss_and_grad(spec, *, layout="NHWC", remat=False):
-    """Same loss as jaxstyle (its loss_terms), features from the hand-written forward."""
+def handwritten_loss_and_grad(spec, *, layout="NHWC", remat=False, pooling="reduce_window"):
+    """Same loss as jaxstyle (its loss_terms), features from the hand-written forward. ``pooling``:
+    ``"reduce_window"`` (``nn.max_pool``'s, as the levers were measured) or ``"jaxstyle"``
+    (``vgg.max_pool_2x2``, NHWC only), so that a ``remat`` variant differs from jaxstyle in the checkpoint only."""
 
-    def features(model, image, layers, precision="float32", remat=False):
+    def features(model, image, layers, precision="float32", _remat=False):
         params = jax.lax.stop_gradient(model.params["params"])
-        return _vgg_forward(params, image, tuple(layers), model.preprocess, layout, remat)
+        return _vgg_forward(params, image, tuple(layers), model.preprocess, layout, remat, pooling)
 
     def f(model, x, targets, weights):
         with swapped(perceptual, "extract_features", features):
