@@ -318,6 +318,20 @@ def _rss_mb(field: str = "VmRSS") -> float:
     return float("nan")
 
 
+# The memory phase's "tiled" side: tiles of 256 px (one 256² image is then one tile and its halo).
+MEMORY_TILE = 256
+
+
+def _tiled_loss_and_grad(model, problem):
+    """``(model, x, targets, weights) -> (loss, grad)`` evaluated tile by tile as ``--tile MEMORY_TILE`` does."""
+    from jaxstyle.gatys import tiled as tiled_driver
+    from jaxstyle.objective import tiled
+
+    plan = tiled.plan(model, problem.shape, problem.targets, problem.spec, MEMORY_TILE)
+    return lambda m, x, targets, weights: tiled.tiled_value_and_grad(x, m, targets, weights, plan,
+                                                                     tiled_driver._parts())
+
+
 def worker_memory(size: int, side: str, evals: int = 1) -> dict:
     from benchmarks import common
 
@@ -343,10 +357,13 @@ def worker_memory(size: int, side: str, evals: int = 1) -> dict:
         from benchmarks import variants
 
         base = _rss_mb()
-        # remat: the whole run's way, targets included (prepare compiles them as a rematerialising run does)
-        config = common.core().StyleConfig(image_size=size, tv_weight=0.0, remat=True) if side == "remat" else None
+        # remat and tiled: the whole run's way, targets included (prepare computes them as such a run does)
+        StyleConfig = common.core().StyleConfig
+        config = {"remat": StyleConfig(image_size=size, tv_weight=0.0, remat=True),
+                  "tiled": StyleConfig(image_size=size, tv_weight=0.0, tile=MEMORY_TILE)}.get(side)
         model, problem, _ = common.jax_problem(size, path, config)
         f = {"jaxstyle": lambda: common.jax_loss_and_grad(problem.spec),
+             "tiled": lambda: _tiled_loss_and_grad(model, problem),
              "remat": lambda: common.jax_loss_and_grad(problem.spec),
              "checkpoint": lambda: variants.handwritten_loss_and_grad(problem.spec, remat=True, pooling="jaxstyle"),
              "handwritten": lambda: variants.handwritten_loss_and_grad(problem.spec),
@@ -1055,7 +1072,8 @@ def main(argv=None) -> int:
     p.add_argument("--compile-variants", nargs="+", default=["default", "target-cache"],
                    choices=["default", "target-cache", "eager-targets"])
     p.add_argument("--memory-sizes", nargs="+", type=int, default=[256, 512, 1024])
-    p.add_argument("--memory-sides", nargs="+", default=["jaxstyle", "torch", "remat", "bfloat16"])
+    p.add_argument("--memory-sides", nargs="+", default=["jaxstyle", "torch", "remat", "tiled", "checkpoint",
+                                                         "bfloat16"])
     p.add_argument("--conv-size", type=int, default=256)
     p.add_argument("--conv-evals", type=int, default=300)
     p.add_argument("--conv-runs", nargs="+", default=["jax-lbfgs", "jax-lbfgs-nols", "torch-lbfgs",
