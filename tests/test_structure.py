@@ -20,7 +20,7 @@ PARSER_BUILDERS = {"register", "build_parser"}
 # Lower layers never import higher ones (same layer: allowed, without circles). I/O sits above the methods in
 # the data flow (methods produce, I/O writes) but needs nothing from them; only the CLI joins the two.
 LAYERS = {
-    "jaxstyle.errors": 0, "jaxstyle.atomic": 0, "jaxstyle._version": 0,
+    "jaxstyle.errors": 0, "jaxstyle.atomic": 0, "jaxstyle._version": 0, "jaxstyle.xla_options": 0,
     "jaxstyle.nets": 1, "jaxstyle.objective": 2, "jaxstyle.colour": 2, "jaxstyle.optim": 3, "jaxstyle.gatys": 4,
     "jaxstyle.io": 5, "jaxstyle.cli": 6, "jaxstyle": 7,
     # The web studio is a front end beside the CLI (it shares the CLI's option table and messages).

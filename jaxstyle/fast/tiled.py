@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import layers
-from .net import EPS, FAST_VALID, FastModel, crop_valid
+from .net import EPS, FastModel, conv_valid
 
 
 def _reflect(idx: np.ndarray, n: int) -> np.ndarray:
@@ -42,9 +42,7 @@ def _conv_window(window, scale, shift, kernel, bias, *, stride: int, relu: bool)
     """Pointwise pending normalisation (``x * scale + shift``, then ReLU) and a VALID convolution of one window."""
     x = window * scale + shift
     x = jnp.maximum(x, 0.0) if relu else x
-    y = jax.lax.conv_general_dilated(x, kernel, (stride, stride), FAST_VALID,
-                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    return crop_valid(y, window.shape[1:3], kernel.shape[0], stride) + bias
+    return conv_valid(x, kernel, stride) + bias
 
 
 def _window(start: int, size: int, op: layers.Conv, n_in: int) -> np.ndarray:

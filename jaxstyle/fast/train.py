@@ -17,6 +17,7 @@ import numpy as np
 import optax
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
+from .. import xla_options
 from .config import FastConfig
 from .net import TransformerNet, init_params
 from .objective import Objective, loss_terms
@@ -89,8 +90,9 @@ def _compile_step(net: TransformerNet, learning_rate: float, mesh: Mesh):
     # Keyed by what the compiled step depends on (the loss settings travel in the objective's static fields).
     replicated, split = shardings(mesh)
     step = make_train_step(net, optax.adam(learning_rate))
+    # Without XLA CPU's YNNPACK library fusions: the train step runs faster (docs/fast.md, "Speed").
     return jax.jit(step, in_shardings=(replicated, replicated, split), out_shardings=(replicated, replicated),
-                   donate_argnums=(1,))
+                   donate_argnums=(1,), compiler_options=xla_options.no_library_fusions())
 
 
 def put_batch(content: np.ndarray, style: np.ndarray, mesh: Mesh) -> dict:

@@ -25,15 +25,12 @@ speed (docs/highres.md).
 
 from __future__ import annotations
 
-import functools
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
 
-# XLA CPU debug option: which library (YNNPACK) fusions to form; empty = none.
-_NO_LIBRARY_FUSIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
-
+from .. import xla_options
 
 def recompute_in_backward(fn: Callable) -> Callable:
     """``fn`` (one array in, a pytree of arrays out) that saves only its input for the backward pass and runs
@@ -62,14 +59,7 @@ def recompute_in_backward(fn: Callable) -> Callable:
     return run
 
 
-@functools.cache
 def compiler_options(remat: bool) -> dict:
     """Options for ``jax.jit(..., compiler_options=...)`` of a program that rematerialises (``remat``): on CPU,
-    no YNNPACK library fusions (see the module docstring); nothing elsewhere, or if this XLA has no such option."""
-    if not remat or jax.default_backend() != "cpu":
-        return {}
-    try:
-        jax.jit(lambda x: x + 1).lower(jnp.zeros(())).compile(compiler_options=_NO_LIBRARY_FUSIONS)
-    except Exception:  # an XLA without the option: rematerialise anyway, with less effect (noted in docs)
-        return {}
-    return dict(_NO_LIBRARY_FUSIONS)
+    no YNNPACK library fusions (see the module docstring, :func:`jaxstyle.xla_options.no_library_fusions`)."""
+    return xla_options.no_library_fusions() if remat else {}
