@@ -1,0 +1,90 @@
+"""The fast network's convolution (jaxstyle.fast.net.conv_valid) and how the train step is compiled: the speed
+levers of docs/fast.md ("Speed") change nothing but the speed.
+
+Tolerance: the row-stacked convolution forms the same products as the plain one and sums them in another order;
+measured within 4e-6 relative of XLA's own "VALID" convolution; asserted 1e-5."""
+
+from __future__ import annotations
+
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import jaxstyle
+from jaxstyle import xla_options
+from jaxstyle.fast import config as config_lib, objective, train
+from jaxstyle.fast.net import ROW_STACK_MAX_CHANNELS, Conv, conv_valid
+
+
+def _plain(x, kernel, stride):
+    return jax.lax.conv_general_dilated(x, kernel, (stride, stride), "VALID",
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+@pytest.mark.parametrize("shape", [
+    (2, 21, 25, 3, 9, 8, 1),  # the first layer's case: row-stacked
+    (1, 18, 16, 1, 3, 5, 1),  # one input channel, row-stacked
+    (2, 20, 23, 4, 5, 6, 1),  # at the row-stacking limit
+    (2, 21, 19, 5, 3, 4, 1),  # above it: the padded-and-cropped path
+    (2, 22, 25, 3, 3, 4, 2),  # stride 2: not row-stacked
+    (1, 17, 17, 3, 1, 4, 1),  # 1x1: nothing to stack
+])
+def test_conv_valid_is_the_valid_convolution(shape):
+    n, h, w, cin, k, cout, stride = shape
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(n, h, w, cin)).astype(np.float32))
+    kernel = jnp.asarray(rng.normal(size=(k, k, cin, cout)).astype(np.float32))
+    want = _plain(x, kernel, stride)
+    got = conv_valid(x, kernel, stride)
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * float(jnp.abs(want).max()))
+
+
+def test_few_input_channels_are_row_stacked():
+    """The lever itself: a 9x9 convolution of 3 channels runs as a 1x9 one of 27."""
+    x, kernel = jnp.zeros((1, 24, 24, 3)), jnp.zeros((9, 9, 3, 8))
+    jaxpr = jax.make_jaxpr(lambda x, k: conv_valid(x, k))(x, kernel)
+    convs = [e for e in jaxpr.jaxpr.eqns if e.primitive.name == "conv_general_dilated"]
+    assert [tuple(e.invars[1].aval.shape) for e in convs] == [(1, 9, 27, 8)]
+    wide = jax.make_jaxpr(lambda x, k: conv_valid(x, k))(jnp.zeros((1, 24, 24, ROW_STACK_MAX_CHANNELS + 1)),
+                                                         jnp.zeros((9, 9, ROW_STACK_MAX_CHANNELS + 1, 8)))
+    convs = [e for e in wide.jaxpr.eqns if e.primitive.name == "conv_general_dilated"]
+    assert [tuple(e.invars[1].aval.shape) for e in convs] == [(9, 9, ROW_STACK_MAX_CHANNELS + 1, 8)]
+
+
+def test_conv_module_has_nn_conv_parameters():
+    """Same names, shapes and initial values as flax's nn.Conv, so models and checkpoints are unchanged."""
+    import flax.linen as nn
+
+    x = jnp.ones((1, 12, 12, 3))
+    ours = Conv(8, 3).init(jax.random.key(0), x)
+    theirs = nn.Conv(8, (3, 3), padding="VALID").init(jax.random.key(0), x)
+    assert jax.tree.structure(ours) == jax.tree.structure(theirs)
+    for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs)):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(Conv(8, 3).apply(ours, x), nn.Conv(8, (3, 3), padding="VALID").apply(theirs, x),
+                               rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="an XLA CPU option")
+def test_the_train_step_is_compiled_without_library_fusions():
+    assert xla_options.no_library_fusions() == {"xla_cpu_experimental_ynn_fusion_type": ""}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        vgg = jaxstyle.load_vgg("random", arch="vgg16")
+    cfg = config_lib.FastConfig(width=4, n_residual=1, image_size=32, style_size=32, batch_size=2)
+    rng = np.random.default_rng(0)
+    obj = objective.make_objective(vgg, [rng.random((32, 32, 3)).astype(np.float32)], cfg)
+    net, mesh = train.network(cfg, 1), train.data_mesh()
+    state = train.create_state(net, cfg)
+    batch = train.put_batch((rng.random((2, 32, 32, 3)) * 255).astype(np.uint8), np.zeros(2, np.int32), mesh)
+    step = train.compile_step(net, cfg, mesh)
+    ours = step.lower(obj, state, batch).compile().as_text()
+    plain = jax.jit(train.make_train_step(net, optax.adam(cfg.learning_rate)))  # the same step, default options
+    default = plain.lower(obj, state, batch).compile().as_text()
+    assert "__ynn_fusion" in default  # the fusions XLA CPU forms by default
+    assert "__ynn_fusion" not in ours
