@@ -1,22 +1,16 @@
-"""The fast network's convolution (jaxstyle.fast.net.conv_valid) and how the train step is compiled: the speed
-levers of docs/fast.md ("Speed") change nothing but the speed.
+"""The fast network's convolution (jaxstyle.fast.net.conv_valid): a speed lever of docs/fast.md ("Speed") that
+changes nothing but the speed (the train step's compiler options: tests/test_fast_train.py).
 
 Tolerance: the row-stacked convolution forms the same products as the plain one and sums them in another order;
 measured within 4e-6 relative of XLA's own "VALID" convolution; asserted 1e-5."""
 
 from __future__ import annotations
 
-import warnings
-
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
-import jaxstyle
-from jaxstyle import xla_options
-from jaxstyle.fast import config as config_lib, objective, train
 from jaxstyle.fast.net import ROW_STACK_MAX_CHANNELS, Conv, conv_valid
 
 
@@ -68,23 +62,3 @@ def test_conv_module_has_nn_conv_parameters():
         np.testing.assert_array_equal(a, b)
     np.testing.assert_allclose(Conv(8, 3).apply(ours, x), nn.Conv(8, (3, 3), padding="VALID").apply(theirs, x),
                                rtol=1e-5, atol=1e-5)
-
-
-@pytest.mark.skipif(jax.default_backend() != "cpu", reason="an XLA CPU option")
-def test_the_train_step_is_compiled_without_library_fusions():
-    assert xla_options.no_library_fusions() == {"xla_cpu_experimental_ynn_fusion_type": ""}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        vgg = jaxstyle.load_vgg("random", arch="vgg16")
-    cfg = config_lib.FastConfig(width=4, n_residual=1, image_size=32, style_size=32, batch_size=2)
-    rng = np.random.default_rng(0)
-    obj = objective.make_objective(vgg, [rng.random((32, 32, 3)).astype(np.float32)], cfg)
-    net, mesh = train.network(cfg, 1), train.data_mesh()
-    state = train.create_state(net, cfg)
-    batch = train.put_batch((rng.random((2, 32, 32, 3)) * 255).astype(np.uint8), np.zeros(2, np.int32), mesh)
-    step = train.compile_step(net, cfg, mesh)
-    ours = step.lower(obj, state, batch).compile().as_text()
-    plain = jax.jit(train.make_train_step(net, optax.adam(cfg.learning_rate)))  # the same step, default options
-    default = plain.lower(obj, state, batch).compile().as_text()
-    assert "__ynn_fusion" in default  # the fusions XLA CPU forms by default
-    assert "__ynn_fusion" not in ours
