@@ -41,10 +41,10 @@ def instrumented(probe):
         flag = io_callback(probe.objective_hook, jax.ShapeDtypeStruct((), jnp.float32))
         return real_total(image, *args) + flag
 
-    def extract_features(model, images, layers, precision="float32"):
+    def extract_features(model, images, layers, *args, **kwargs):  # precision, remat: as the real one
         # ordered: every call is delivered before the computation returns, in program order
         jax.debug.callback(lambda a: probe.seen.append(np.asarray(a)), images, ordered=True)
-        return real_extract(model, images, layers, precision)
+        return real_extract(model, images, layers, *args, **kwargs)
 
     def retrace():
         # Compiled code closes over the module's functions: make every cached jit retrace with the current ones.
