@@ -78,7 +78,7 @@ FAST_VALID = ((0, 1), (0, 1))
 # XLA:CPU's convolution with few input channels and a wide kernel (the network's first layer, 9x9, 3 -> 32) is
 # slow: 187 ms at 256 px, batch 4, against PyTorch's 41. Stacking the shifts of the kernel's rows as channels
 # (3 -> 27) and convolving with a 1 x 9 kernel forms the same products, summed in another order (~1e-6 relative),
-# in 93 ms; with its weight gradient 211 ms instead of 395 (docs/fast.md, "Speed").
+# in 59 ms (93 on a loaded machine); with its weight gradient 211 ms instead of 395 (docs/fast.md, "Speed").
 ROW_STACK_MAX_CHANNELS = 4
 
 

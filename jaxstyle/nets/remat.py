@@ -8,8 +8,8 @@ blocks' inputs and the features the losses use are kept; each block's inner acti
 its own backward pass runs. It costs one more forward pass (measured: +23 % time per evaluation at 256² and 512²
 on CPU) and lowers the evaluation's memory per pixel (docs/highres.md, "Rematerialisation").
 
-Departure from ``jax.checkpoint`` (which the issue asked for, and which is what this is on a GPU or TPU): on XLA
-CPU, ``jax.checkpoint`` changes nothing. CPU's compiler expands the optimisation barriers that keep the
+Departure from ``jax.checkpoint`` (what issue 13 named, and what would do on a GPU or TPU): on XLA CPU,
+``jax.checkpoint`` changes nothing. CPU's compiler expands the optimisation barriers that keep the
 recomputation apart, common-subexpression elimination merges the recomputed convolutions with the forward ones,
 and the buffers stay live as before (compiled temporaries identical with and without it, any policy; docs/highres.md).
 :func:`recompute_in_backward` is a ``jax.custom_vjp`` whose backward pass feeds the recomputation
@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 
 from .. import xla_options
+
 
 def recompute_in_backward(fn: Callable) -> Callable:
     """``fn`` (one array in, a pytree of arrays out) that saves only its input for the backward pass and runs
