@@ -3,8 +3,10 @@ compiled peak memory, the recomputation really in the program, and every driver 
 the CLI able to use it.
 
 Tolerance of "the same gradient": exact for extract_features under one jit (the recomputation runs the same
-operations on the same numbers; measured max difference 0.0), and 1e-5 relative for whole runs, whose programs
-are compiled with different XLA CPU fusions (remat turns YNNPACK fusions off; measured: 0 to 2e-7)."""
+operations on the same numbers; measured max difference 0.0), and 1e-5 absolute on images in [0, 1] for short
+whole runs (4 iterations, average pooling), whose programs are compiled with different XLA CPU fusions (remat
+turns YNNPACK fusions off: convolutions that round differently; on real weights the gradients differ by 7.5e-5
+relative, and long runs drift apart as under any rounding change, docs/highres.md)."""
 
 from __future__ import annotations
 

@@ -146,8 +146,9 @@ CONFIG_OPTIONS = {
     "precision": ({"choices": PRECISIONS}, "convolution precision: float32, tf32 (GPU tensor cores) or bfloat16 "
                   "activations; Gram matrices and losses always accumulate in float32", None),
     "remat": ({"type": boolean, "nargs": "?", "const": True, "metavar": "yes|no"}, "rematerialisation: keep "
-              "only each VGG block's input for the backward pass and recompute the block there (the same result "
-              "with about 40 percent less memory per pixel on CPU, for about a quarter more time)", None),
+              "only each VGG block's input for the backward pass and recompute the block there (the same result, up "
+              "to float rounding, with about 40 percent less memory per pixel on CPU, for about a quarter more "
+              "time)", None),
     "tile": ({"type": integer, "metavar": "PX"}, "high resolution within memory: evaluate the targets, the loss "
              "and its gradient in tiles of about PX pixels a side, one at a time (exact; about 2x the compute; "
              "needs --optimizer lbfgs-nols or adam, no masks; e.g. 512 at 2048 px)", "whole image"),

@@ -81,8 +81,8 @@ class StyleConfig:
     # losses always accumulate in float32.
     precision: str = "float32"
     # Rematerialisation (jaxstyle.nets.remat, docs/highres.md): keep only each VGG block's input for the backward
-    # pass and recompute the block there: the same gradient, about 40 % less peak memory per pixel for one
-    # evaluation on CPU (RSS 1.15 against 1.94 MiB per 1000 px), about 25 % more time.
+    # pass and recompute the block there: the same gradient up to rounding, about 40 % less peak memory per pixel
+    # for one evaluation on CPU (RSS 1.15 against 1.94 MiB per 1000 px), about 25 % more time.
     remat: bool = False
     # Spatial control (Gatys et al. 2017, with content/style masks): how a mask is carried down to each layer,
     # simple (downsampled), inside (eroded to the neurons that see only the region) or all (dilated).

@@ -15,7 +15,8 @@ and the buffers stay live as before (compiled temporaries identical with and wit
 :func:`recompute_in_backward` is a ``jax.custom_vjp`` whose backward pass feeds the recomputation
 ``x + 0 * g[0]``, a scalar data dependency on the incoming cotangent: no compiler can merge it with the forward
 pass or schedule it before the backward pass reaches the block. The forward values it recomputes are the same
-operations on the same numbers, so the gradient is the one of the plain evaluation.
+operations on the same numbers, so the gradient is the one of the plain evaluation compiled alike (compiled with
+XLA CPU's default fusions, the plain one rounds differently: 7.5e-5 relative on real weights, docs/highres.md).
 
 XLA CPU's YNNPACK library fusions then materialise each conv's broadcast bias and ReLU constant as full-size
 arrays and the scheduler hoists them to the start of the program, which cancels the gain: programs that
