@@ -717,6 +717,16 @@ def _load(phase):
         return json.load(f)
 
 
+def _notes(name, prefix=""):
+    """The hand-written notes ``benchmarks/<name>`` that follow a rendered section, as a list of one text (with
+    ``prefix``), or an empty list when there is no such file."""
+    path = os.path.join(ROOT, "benchmarks", name)
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [prefix + f.read()]
+
+
 def _fit(xs, ys):
     import numpy as np
 
@@ -952,9 +962,7 @@ def render() -> None:
             out.append(f"jaxstyle holds {slopes['jaxstyle'] / slopes['torch']:.2f}x PyTorch's memory per pixel "
                        "(the fits' slopes)" + (f"; with `--remat` (side `remat`) {slopes['remat'] / slopes['torch']:.2f}x"
                                                if "remat" in slopes else "") + ".")
-        notes = os.path.join(ROOT, "benchmarks", "memory_notes.md")
-        if os.path.exists(notes):
-            out.append(open(notes).read())
+        out += _notes("memory_notes.md")
     conv = _load("convergence")
     if conv:
         out.append("## Convergence: total loss vs loss-and-gradient evaluations\n")
@@ -1011,9 +1019,7 @@ def render() -> None:
             ge = f"{r['grad_rel_err_vs_default']:.1e}" if "grad_rel_err_vs_default" in r else ""
             out.append(f"| {r['lever']} | {r['variant']} | {t:.3f} | {rel} | {ge} | {r.get('note', '')} |"
                        if t else f"| {r['lever']} | {r['variant']} | failed | | | {r.get('note', '')} |")
-        notes = os.path.join(ROOT, "benchmarks", "levers_notes.md")
-        if os.path.exists(notes):
-            out.append("\n" + open(notes).read())
+        out += _notes("levers_notes.md", "\n")
     loop = _load("loop")
     if loop:
         out.append(f"## Evaluations inside `lax.while_loop` ({loop['size']}², median of {loop['reps']})\n")
