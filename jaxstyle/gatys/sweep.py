@@ -199,12 +199,13 @@ def _programs(spec, opt_key: tuple, mesh: Mesh):
     def terms(model, xs, targets, weights):
         return jax.vmap(lambda x, w: loss_terms(x, model, targets, w, spec))(xs, weights)
 
+    options = remat.compiler_options(spec.remat)
     shard = dict(in_shardings=(replicated, replicated, batched, batched, batched), out_shardings=batched,
-                 compiler_options=remat.compiler_options(spec.remat))
+                 compiler_options=options)
     return (jax.jit(one_step, donate_argnums=3, **shard),
             jax.jit(chunk, donate_argnums=3, static_argnums=5, **shard),
             jax.jit(terms, in_shardings=(replicated, batched, replicated, batched), out_shardings=batched,
-                    compiler_options=shard["compiler_options"]),
+                    compiler_options=options),
             jax.jit(jax.vmap(loop.reject), out_shardings=batched), batched, replicated)
 
 
