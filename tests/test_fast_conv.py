@@ -2,7 +2,8 @@
 changes nothing but the speed (the train step's compiler options: tests/test_fast_train.py).
 
 Tolerance: the row-stacked convolution forms the same products as the plain one and sums them in another order;
-measured within 4e-6 relative of XLA's own "VALID" convolution; asserted 1e-5."""
+measured within 4e-6 relative of XLA's own "VALID" convolution; asserted 1e-5. Winograd's (the wide 3x3 ones and
+the upsampling layers' phase form) rounds its transforms' constants: asserted 5e-5 (tests/test_winograd.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxstyle.fast.net import ROW_STACK_MAX_CHANNELS, Conv, conv_valid
+from jaxstyle.fast.net import ROW_STACK_MAX_CHANNELS, WINOGRAD_MIN_CHANNELS, Conv, conv_valid, upsample_conv_valid
 
 
 def _plain(x, kernel, stride):
@@ -62,3 +63,36 @@ def test_conv_module_has_nn_conv_parameters():
         np.testing.assert_array_equal(a, b)
     np.testing.assert_allclose(Conv(8, 3).apply(ours, x), nn.Conv(8, (3, 3), padding="VALID").apply(theirs, x),
                                rtol=1e-5, atol=1e-5)
+
+
+def _upsampled_reference(x, kernel, pad):
+    up = jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+    return _plain(jnp.pad(up, ((0, 0), (1, 1), (1, 1), (0, 0)), mode=pad), kernel, 1)
+
+
+@pytest.mark.parametrize("pad, small", [("reflect", "edge"), ("constant", "constant")])
+@pytest.mark.parametrize("cin, cout", [(3, 5), (24, 16)])  # narrow: direct; wide: Winograd
+def test_upsampling_conv_on_the_small_map_is_upsample_pad_conv(pad, small, cin, cout):
+    """The u layers' phase form: x2 nearest upsampling, padding by 1 and a 3x3 convolution, computed on the small
+    map padded by 1 (edge padding for reflection, zeros for zeros)."""
+    rng = np.random.default_rng(3)
+    x = jnp.asarray(rng.normal(size=(2, 5, 7, cin)).astype(np.float32))
+    kernel = jnp.asarray(rng.normal(size=(3, 3, cin, cout)).astype(np.float32))
+    want = _upsampled_reference(x, kernel, pad)
+    got = upsample_conv_valid(jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode=small), kernel)
+    assert got.shape == want.shape == (2, 10, 14, cout)
+    np.testing.assert_allclose(got, want, rtol=0, atol=5e-5 * float(jnp.abs(want).max()))
+
+
+def _conv_kernels(fn, *shapes):
+    jaxpr = jax.make_jaxpr(fn)(*(jnp.zeros(s) for s in shapes))
+    return [tuple(e.invars[1].aval.shape) for e in jaxpr.jaxpr.eqns if e.primitive.name == "conv_general_dilated"]
+
+
+def test_wide_3x3_convolutions_go_through_winograd():
+    """The lever itself: a 3x3 stride-1 convolution with WINOGRAD_MIN_CHANNELS in and out has no convolution
+    left (matrix products instead); one channel fewer, or stride 2, stays a convolution."""
+    c = WINOGRAD_MIN_CHANNELS
+    assert _conv_kernels(lambda x, k: conv_valid(x, k), (1, 10, 10, c), (3, 3, c, c)) == []
+    assert _conv_kernels(lambda x, k: conv_valid(x, k), (1, 10, 10, c - 1), (3, 3, c - 1, c)) == [(3, 3, c - 1, c)]
+    assert _conv_kernels(lambda x, k: conv_valid(x, k, 2), (1, 10, 10, c), (3, 3, c, c)) == [(3, 3, c, c)]

@@ -26,12 +26,13 @@ def perturbed_params(net, seed=0):
     return jax.tree.map(lambda a: a + 0.2 * jax.random.normal(jax.random.key(a.size), a.shape), params)
 
 
-def test_network_matches_pytorch_examples():
-    net = fast.TransformerNet(width=4, n_residual=2)
+@pytest.mark.parametrize("width", [4, 16])  # 16: the residual and upsampling layers go through Winograd
+def test_network_matches_pytorch_examples(width):
+    net = fast.TransformerNet(width=width, n_residual=2)
     params = perturbed_params(net)
     x = np.random.default_rng(0).random((2, 24, 28, 3)).astype(np.float32)
     ours = np.asarray(net.apply(params, x, np.ones((2, 1), np.float32)))
-    ref = load_jax_params(TransformerNet(width=4, n_residual=2), params)(nchw(x)).detach().numpy()
+    ref = load_jax_params(TransformerNet(width=width, n_residual=2), params)(nchw(x)).detach().numpy()
     np.testing.assert_allclose(ours, np.transpose(ref, (0, 2, 3, 1)), rtol=1e-4, atol=1e-4)
 
 

@@ -26,6 +26,9 @@ import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+from ..nets import winograd
 
 EPS = 1e-5  # instance norm epsilon (torch.nn.InstanceNorm2d's)
 
@@ -82,10 +85,20 @@ FAST_VALID = ((0, 1), (0, 1))
 ROW_STACK_MAX_CHANNELS = 4
 
 
+# 3x3 stride-1 convolutions with at least this many input and output channels (the residual blocks, and the
+# upsampling layers in their phase form below) go through Winograd's F(4x4, 3x3) (jaxstyle.nets.winograd): on
+# XLA:CPU about half the time of the direct convolution at 256 px (docs/fast.md, "Speed"); narrower ones gain
+# nothing.
+WINOGRAD_MIN_CHANNELS = 16
+
+
 def conv_valid(x: jax.Array, kernel: jax.Array, stride: int = 1) -> jax.Array:
-    """The "VALID" convolution of NHWC ``x`` with the HWIO ``kernel`` (no bias), on XLA:CPU's fast paths: padded
-    by :data:`FAST_VALID` and cropped, and row-stacked where the input has few channels."""
+    """The "VALID" convolution of NHWC ``x`` with the HWIO ``kernel`` (no bias), on XLA:CPU's fast paths: by
+    Winograd's algorithm for wide 3x3 ones, else padded by :data:`FAST_VALID` and cropped, and row-stacked where
+    the input has few channels."""
     kh, kw, cin, cout = kernel.shape
+    if (kh, kw, stride) == (3, 3, 1) and min(cin, cout) >= WINOGRAD_MIN_CHANNELS:
+        return winograd.conv3x3(x, kernel)
     if cin <= ROW_STACK_MAX_CHANNELS and stride == 1 and kh > 1:
         ho = x.shape[1] - kh + 1
         x = jnp.concatenate([x[:, i:i + ho] for i in range(kh)], axis=-1)  # channel i * cin + c: row i's shift
@@ -95,6 +108,27 @@ def conv_valid(x: jax.Array, kernel: jax.Array, stride: int = 1) -> jax.Array:
                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
     ho, wo = ((n - k) // stride + 1 for n, k in zip(x.shape[1:3], (kh, kw)))
     return y[:, :ho, :wo]
+
+
+# Nearest-neighbour x2 upsampling, padding by 1 and a 3x3 convolution (the network's u layers) computed on the
+# small map: output row 2i + a reads upsampled rows 2i + a - 1 .. 2i + a + 1, which are rows i - 1 .. i + 1 of the
+# small map padded by 1 (edge padding when the upsampled map is reflection-padded, zeros when it is zero-padded),
+# with the kernel's rows merged: phase a = 0 takes (k0, k1 + k2, 0), phase a = 1 takes (0, k0 + k1, k2); the same
+# for columns. So one 3x3 convolution with 4x the output channels (phase-major) on the small map, then
+# depth-to-space: a quarter of the pixels, no upsampled copy, and wide enough for Winograd. PHASE_ROWS[a, window
+# row, kernel row].
+PHASE_ROWS = np.array([[[1, 0, 0], [0, 1, 1], [0, 0, 0]],
+                       [[0, 0, 0], [1, 1, 0], [0, 0, 1]]], np.float32)
+
+
+def upsample_conv_valid(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """``conv_valid(crop1(upsample2(x)), kernel)`` for NHWC ``x`` already padded by 1 (edge or zero, see
+    :data:`PHASE_ROWS`) and a 3x3 HWIO ``kernel``: ``(B, h + 2, w + 2, I) -> (B, 2h, 2w, O)``."""
+    b, h, w = x.shape[0], x.shape[1] - 2, x.shape[2] - 2
+    cin, cout = kernel.shape[2:]
+    phases = jnp.einsum("apu,bqv,uvio->pqiabo", PHASE_ROWS, PHASE_ROWS, kernel).reshape(3, 3, cin, 4 * cout)
+    y = conv_valid(x, phases).reshape(b, h, w, 2, 2, cout)
+    return jnp.transpose(y, (0, 1, 3, 2, 4, 5)).reshape(b, 2 * h, 2 * w, cout)
 
 
 def reflect_pad(x: jax.Array, pad: int) -> jax.Array:
@@ -164,6 +198,10 @@ class ConvLayer(nn.Module):
             # Torch's SpatialFullConvolution(k=3, stride 2, pad 1, adj 1) = the x2-dilated input padded by
             # (k-1-pad, k-1-pad+adj) = (1, 2), convolved with the flipped kernel (flipped on import).
             return nn.ConvTranspose(self.features, (3, 3), strides=(2, 2), padding=((1, 2), (1, 2)), name="conv")(x)
+        if self.upsample and self.kernel == 3 and self.pad in ("reflect", "zero"):
+            # The reflection padding of the upsampled map is the upsampled edge padding (upsample_conv_valid).
+            x = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge" if self.pad == "reflect" else "constant")
+            return Conv(self.features, self.kernel, self.stride, upsampled=True, name="conv")(x)
         if self.upsample:
             x = jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
         p = self.kernel // 2
@@ -176,17 +214,20 @@ class ConvLayer(nn.Module):
 
 class Conv(nn.Module):
     """``nn.Conv`` with "VALID" padding (its parameters: ``kernel`` HWIO, lecun-normal; ``bias``, zeros), computed
-    by :func:`conv_valid`."""
+    by :func:`conv_valid`, or (``upsampled``) by :func:`upsample_conv_valid` on the small padded map."""
 
     features: int
     kernel: int
     stride: int = 1
+    upsampled: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         kernel = self.param("kernel", nn.initializers.lecun_normal(),
                             (self.kernel, self.kernel, x.shape[-1], self.features))
         bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
+        if self.upsampled:
+            return upsample_conv_valid(x, kernel) + bias
         return conv_valid(x, kernel, self.stride) + bias
 
 
