@@ -137,10 +137,12 @@ def main(argv=None) -> int:
               f"(jax time / torch time {rows[-1]['train_time_ratio']:.2f})   apply img/s: jax "
               f"{j['apply_images_per_s']:.2f}  torch {t['apply_images_per_s']:.2f}  "
               f"(ratio {rows[-1]['apply_time_ratio']:.2f})", flush=True)
+    # glibc's allocator settings change both sides' speed (page faults of freshly mapped buffers; docs/fast.md)
+    malloc_env = [f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith("MALLOC_")]
     report = {"device": str(jax.devices()[0]), "backend": jax.default_backend(), "cpus": os.cpu_count(),
               "machine": platform.machine(), "jax": jax.__version__, "batch": BATCH, "steps": args.steps,
               "load_average_1min": [round(load_before, 1), round(os.getloadavg()[0], 1)],
-              "date": time.strftime("%Y-%m-%d"), "command": "python benchmarks/fast_bench.py " + " ".join(sys.argv[1:]),
+              "date": time.strftime("%Y-%m-%d"), "command": " ".join([*malloc_env, "python benchmarks/fast_bench.py", *sys.argv[1:]]),
               "rows": rows}
     if args.out:
         from jaxstyle.atomic import atomic_write
