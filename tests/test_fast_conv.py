@@ -1,8 +1,8 @@
 """The fast network's convolution (jaxstyle.fast.net.conv_valid): a speed lever of docs/fast.md ("Speed") that
 changes nothing but the speed (the train step's compiler options: tests/test_fast_train.py).
 
-Tolerance: the row-stacked convolution forms the same products as the plain one and sums them in another order;
-measured within 4e-6 relative of XLA's own "VALID" convolution; asserted 1e-5. Winograd's (the wide 3x3 ones and
+Tolerance: the convolution on 2x2 blocks of pixels forms the same products as the plain one and sums them in another
+order; measured within 4e-6 relative of XLA's own "VALID" convolution; asserted 1e-5. Winograd's (the wide 3x3 ones and
 the upsampling layers' phase form) rounds its transforms' constants: asserted 5e-5 (tests/test_winograd.py)."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxstyle.fast.net import ROW_STACK_MAX_CHANNELS, WINOGRAD_MIN_CHANNELS, Conv, conv_valid, upsample_conv_valid
+from jaxstyle.fast.net import BLOCK_MAX_CHANNELS, WINOGRAD_MIN_CHANNELS, Conv, conv_valid, upsample_conv_valid
 
 
 def _plain(x, kernel, stride):
@@ -21,12 +21,13 @@ def _plain(x, kernel, stride):
 
 
 @pytest.mark.parametrize("shape", [
-    (2, 21, 25, 3, 9, 8, 1),  # the first layer's case: row-stacked
-    (1, 18, 16, 1, 3, 5, 1),  # one input channel, row-stacked
-    (2, 20, 23, 4, 5, 6, 1),  # at the row-stacking limit
-    (2, 21, 19, 5, 3, 4, 1),  # above it: the padded-and-cropped path
-    (2, 22, 25, 3, 3, 4, 2),  # stride 2: not row-stacked
-    (1, 17, 17, 3, 1, 4, 1),  # 1x1: nothing to stack
+    (2, 21, 25, 3, 9, 8, 1),  # the first layer's case: on 2x2 blocks, odd output sizes (13 x 17)
+    (1, 18, 16, 1, 3, 5, 1),  # one input channel, on blocks, even output sizes
+    (2, 20, 23, 4, 5, 6, 1),  # at the channel limit
+    (1, 12, 11, 2, 4, 3, 1),  # an even kernel
+    (2, 21, 19, 5, 3, 4, 1),  # above the limit: the padded-and-cropped path
+    (2, 22, 25, 3, 3, 4, 2),  # stride 2: not on blocks
+    (1, 17, 17, 3, 1, 4, 1),  # 1x1: nothing to gain
 ])
 def test_conv_valid_is_the_valid_convolution(shape):
     n, h, w, cin, k, cout, stride = shape
@@ -39,16 +40,29 @@ def test_conv_valid_is_the_valid_convolution(shape):
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * float(jnp.abs(want).max()))
 
 
-def test_few_input_channels_are_row_stacked():
-    """The lever itself: a 9x9 convolution of 3 channels runs as a 1x9 one of 27."""
+def test_few_input_channels_run_on_2x2_blocks():
+    """The lever itself: a 9x9 convolution of 3 channels runs as a 5x5 one of 12 channels to 4x the outputs."""
     x, kernel = jnp.zeros((1, 24, 24, 3)), jnp.zeros((9, 9, 3, 8))
     jaxpr = jax.make_jaxpr(lambda x, k: conv_valid(x, k))(x, kernel)
     convs = [e for e in jaxpr.jaxpr.eqns if e.primitive.name == "conv_general_dilated"]
-    assert [tuple(e.invars[1].aval.shape) for e in convs] == [(1, 9, 27, 8)]
-    wide = jax.make_jaxpr(lambda x, k: conv_valid(x, k))(jnp.zeros((1, 24, 24, ROW_STACK_MAX_CHANNELS + 1)),
-                                                         jnp.zeros((9, 9, ROW_STACK_MAX_CHANNELS + 1, 8)))
+    assert [tuple(e.invars[1].aval.shape) for e in convs] == [(5, 5, 12, 32)]
+    wide = jax.make_jaxpr(lambda x, k: conv_valid(x, k))(jnp.zeros((1, 24, 24, BLOCK_MAX_CHANNELS + 1)),
+                                                         jnp.zeros((9, 9, BLOCK_MAX_CHANNELS + 1, 8)))
     convs = [e for e in wide.jaxpr.eqns if e.primitive.name == "conv_general_dilated"]
-    assert [tuple(e.invars[1].aval.shape) for e in convs] == [(9, 9, ROW_STACK_MAX_CHANNELS + 1, 8)]
+    assert [tuple(e.invars[1].aval.shape) for e in convs] == [(9, 9, BLOCK_MAX_CHANNELS + 1, 8)]
+
+
+def test_blocked_kernel_places_each_output_pixels_kernel():
+    """Output pixel (a, b) of a block sees the kernel shifted by (a, b): weight [p, q, (a_in, b_in, i), (a, b, o)]
+    is kernel[2p + a_in - a, 2q + b_in - b, i, o], zero outside the kernel."""
+    from jaxstyle.fast.net import blocked_kernel
+
+    kernel = np.random.default_rng(4).normal(size=(3, 5, 2, 3)).astype(np.float32)
+    got = np.asarray(blocked_kernel(jnp.asarray(kernel))).reshape(2, 3, 2, 2, 2, 2, 2, 3)
+    for p, q, ai, bi, i, a, b, o in np.ndindex(got.shape):
+        u, v = 2 * p + ai - a, 2 * q + bi - b
+        want = kernel[u, v, i, o] if 0 <= u < 3 and 0 <= v < 5 else 0.0
+        assert got[p, q, ai, bi, i, a, b, o] == want
 
 
 def test_conv_module_has_nn_conv_parameters():

@@ -79,10 +79,48 @@ FAST_VALID = ((0, 1), (0, 1))
 
 
 # XLA:CPU's convolution with few input channels and a wide kernel (the network's first layer, 9x9, 3 -> 32) is
-# slow: 187 ms at 256 px, batch 4, against PyTorch's 41. Stacking the shifts of the kernel's rows as channels
-# (3 -> 27) and convolving with a 1 x 9 kernel forms the same products, summed in another order (~1e-6 relative),
-# in 59 ms (93 on a loaded machine); with its weight gradient 211 ms instead of 395 (docs/fast.md, "Speed").
-ROW_STACK_MAX_CHANNELS = 4
+# slow: 187 ms at 256 px, batch 4, against PyTorch's 41. Here it runs on 2x2 blocks of pixels instead
+# (space-to-depth): a 5x5 convolution of 12 channels (4 pixels x 3) giving 128 (4 output pixels x 32), whose kernel
+# holds the 9x9 one four times, shifted; the same products, summed in another order (~1e-6 relative), in 15-18 ms
+# at 256 px and 59-62 at 512 (docs/fast.md, "Speed").
+BLOCK_MAX_CHANNELS = 4
+
+
+def blocked_kernel(kernel: jax.Array) -> jax.Array:
+    """The HWIO ``kernel`` (kh x kw, I -> O) as a kernel over 2x2 blocks of pixels: ``(nh, nw, 4I, 4O)`` with
+    ``n = k // 2 + 1``, input channel ``(a, b, i)`` = the block's pixel ``(a, b)``, channel i; output channel
+    ``(a', b', o)`` likewise. Output pixel ``(a', b')`` of a block reads input offsets ``a' .. a' + kh - 1``, so its
+    kernel is the original one shifted down and right by ``(a', b')`` in a ``2n x 2n`` frame of zeros."""
+    kh, kw, cin, cout = kernel.shape
+    nh, nw = kh // 2 + 1, kw // 2 + 1
+    phases = [jnp.pad(kernel, ((a, 2 * nh - kh - a), (b, 2 * nw - kw - b), (0, 0), (0, 0)))
+              .reshape(nh, 2, nw, 2, cin, cout).transpose(0, 2, 1, 3, 4, 5).reshape(nh, nw, 4 * cin, cout)
+              for a in range(2) for b in range(2)]
+    return jnp.stack(phases, axis=-2).reshape(nh, nw, 4 * cin, 4 * cout)
+
+
+def space_to_depth(x: jax.Array) -> jax.Array:
+    """``(B, 2h, 2w, C) -> (B, h, w, 4C)``, channel ``(a, b, c)`` = pixel ``(2i + a, 2j + b)``."""
+    b, h, w, c = x.shape
+    return x.reshape(b, h // 2, 2, w // 2, 2, c).transpose(0, 1, 3, 2, 4, 5).reshape(b, h // 2, w // 2, 4 * c)
+
+
+def depth_to_space(y: jax.Array) -> jax.Array:
+    """The inverse of :func:`space_to_depth`: ``(B, h, w, 4C) -> (B, 2h, 2w, C)``."""
+    b, h, w, c4 = y.shape
+    return y.reshape(b, h, w, 2, 2, c4 // 4).transpose(0, 1, 3, 2, 4, 5).reshape(b, 2 * h, 2 * w, c4 // 4)
+
+
+def _blocked_conv_valid(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """The stride-1 "VALID" convolution computed on 2x2 blocks (:func:`blocked_kernel`); the input is
+    zero-padded to whole blocks and the extra outputs cropped."""
+    kh, kw = kernel.shape[:2]
+    ho, wo = x.shape[1] - kh + 1, x.shape[2] - kw + 1
+    nh, nw = kh // 2 + 1, kw // 2 + 1
+    rows, cols = 2 * (-(-ho // 2) + nh - 1), 2 * (-(-wo // 2) + nw - 1)
+    x = jnp.pad(x[:, :rows, :cols], ((0, 0), (0, max(0, rows - x.shape[1])), (0, max(0, cols - x.shape[2])), (0, 0)))
+    y = conv_valid(space_to_depth(x), blocked_kernel(kernel))
+    return depth_to_space(y)[:, :ho, :wo]
 
 
 # 3x3 stride-1 convolutions with at least this many input and output channels (the residual blocks, and the
@@ -94,16 +132,13 @@ WINOGRAD_MIN_CHANNELS = 16
 
 def conv_valid(x: jax.Array, kernel: jax.Array, stride: int = 1) -> jax.Array:
     """The "VALID" convolution of NHWC ``x`` with the HWIO ``kernel`` (no bias), on XLA:CPU's fast paths: by
-    Winograd's algorithm for wide 3x3 ones, else padded by :data:`FAST_VALID` and cropped, and row-stacked where
-    the input has few channels."""
+    Winograd's algorithm for wide 3x3 ones, on 2x2 blocks of pixels where the input has few channels, else
+    padded by :data:`FAST_VALID` and cropped."""
     kh, kw, cin, cout = kernel.shape
     if (kh, kw, stride) == (3, 3, 1) and min(cin, cout) >= WINOGRAD_MIN_CHANNELS:
         return winograd.conv3x3(x, kernel)
-    if cin <= ROW_STACK_MAX_CHANNELS and stride == 1 and kh > 1:
-        ho = x.shape[1] - kh + 1
-        x = jnp.concatenate([x[:, i:i + ho] for i in range(kh)], axis=-1)  # channel i * cin + c: row i's shift
-        kernel = jnp.transpose(kernel, (1, 0, 2, 3)).reshape(1, kw, kh * cin, cout)
-        kh = 1
+    if cin <= BLOCK_MAX_CHANNELS and stride == 1 and min(kh, kw) > 2:
+        return _blocked_conv_valid(x, kernel)
     y = jax.lax.conv_general_dilated(x, kernel, (stride, stride), FAST_VALID,
                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
     ho, wo = ((n - k) // stride + 1 for n, k in zip(x.shape[1:3], (kh, kw)))
