@@ -12,7 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxstyle.fast.net import BLOCK_MAX_CHANNELS, WINOGRAD_MIN_CHANNELS, Conv, conv_valid, upsample_conv_valid
+from jaxstyle.fast.net import (BLOCK_MAX_CHANNELS, WINOGRAD_MIN_CHANNELS, WINOGRAD_MIN_OUTPUTS, Conv, conv_valid,
+                               upsample_conv_valid)
 
 
 def _plain(x, kernel, stride):
@@ -85,7 +86,7 @@ def _upsampled_reference(x, kernel, pad):
 
 
 @pytest.mark.parametrize("pad, small", [("reflect", "edge"), ("constant", "constant")])
-@pytest.mark.parametrize("cin, cout", [(3, 5), (24, 16)])  # narrow: direct; wide: Winograd
+@pytest.mark.parametrize("cin, cout", [(3, 5), (24, 16)])  # narrow: direct; 24 -> 4 x 16: Winograd
 def test_upsampling_conv_on_the_small_map_is_upsample_pad_conv(pad, small, cin, cout):
     """The u layers' phase form: x2 nearest upsampling, padding by 1 and a 3x3 convolution, computed on the small
     map padded by 1 (edge padding for reflection, zeros for zeros)."""
@@ -104,9 +105,11 @@ def _conv_kernels(fn, *shapes):
 
 
 def test_wide_3x3_convolutions_go_through_winograd():
-    """The lever itself: a 3x3 stride-1 convolution with WINOGRAD_MIN_CHANNELS in and out has no convolution
-    left (matrix products instead); one channel fewer, or stride 2, stays a convolution."""
-    c = WINOGRAD_MIN_CHANNELS
-    assert _conv_kernels(lambda x, k: conv_valid(x, k), (1, 10, 10, c), (3, 3, c, c)) == []
-    assert _conv_kernels(lambda x, k: conv_valid(x, k), (1, 10, 10, c - 1), (3, 3, c - 1, c)) == [(3, 3, c - 1, c)]
-    assert _conv_kernels(lambda x, k: conv_valid(x, k, 2), (1, 10, 10, c), (3, 3, c, c)) == [(3, 3, c, c)]
+    """The lever itself: a 3x3 stride-1 convolution with WINOGRAD_MIN_CHANNELS in and WINOGRAD_MIN_OUTPUTS out
+    has no convolution left (matrix products instead); one channel fewer either way, or stride 2, stays a
+    convolution."""
+    c, o = WINOGRAD_MIN_CHANNELS, WINOGRAD_MIN_OUTPUTS
+    assert _conv_kernels(lambda x, k: conv_valid(x, k), (1, 10, 10, c), (3, 3, c, o)) == []
+    assert _conv_kernels(lambda x, k: conv_valid(x, k), (1, 10, 10, c - 1), (3, 3, c - 1, o)) == [(3, 3, c - 1, o)]
+    assert _conv_kernels(lambda x, k: conv_valid(x, k), (1, 10, 10, c), (3, 3, c, o - 1)) == [(3, 3, c, o - 1)]
+    assert _conv_kernels(lambda x, k: conv_valid(x, k, 2), (1, 10, 10, c), (3, 3, c, o)) == [(3, 3, c, o)]

@@ -123,11 +123,13 @@ def _blocked_conv_valid(x: jax.Array, kernel: jax.Array) -> jax.Array:
     return depth_to_space(y)[:, :ho, :wo]
 
 
-# 3x3 stride-1 convolutions with at least this many input and output channels (the residual blocks, and the
-# upsampling layers in their phase form below) go through Winograd's F(4x4, 3x3) (jaxstyle.nets.winograd): on
-# XLA:CPU about half the time of the direct convolution at 256 px (docs/fast.md, "Speed"); narrower ones gain
-# nothing.
+# 3x3 stride-1 convolutions with at least this many input channels and WINOGRAD_MIN_OUTPUTS output channels (the
+# residual blocks, and the upsampling layers in their phase form below) go through Winograd's F(4x4, 3x3)
+# (jaxstyle.nets.winograd): on XLA:CPU about 0.7x the time of the direct convolution at 256 px, batch 4
+# (docs/fast.md, "Speed"). With 32 outputs (64 -> 32 at 256 px: 61 against 41 ms) its matrix products are too
+# narrow to pay for the transforms.
 WINOGRAD_MIN_CHANNELS = 16
+WINOGRAD_MIN_OUTPUTS = 64
 
 
 def conv_valid(x: jax.Array, kernel: jax.Array, stride: int = 1) -> jax.Array:
@@ -135,7 +137,7 @@ def conv_valid(x: jax.Array, kernel: jax.Array, stride: int = 1) -> jax.Array:
     Winograd's algorithm for wide 3x3 ones, on 2x2 blocks of pixels where the input has few channels, else
     padded by :data:`FAST_VALID` and cropped."""
     kh, kw, cin, cout = kernel.shape
-    if (kh, kw, stride) == (3, 3, 1) and min(cin, cout) >= WINOGRAD_MIN_CHANNELS:
+    if (kh, kw, stride) == (3, 3, 1) and cin >= WINOGRAD_MIN_CHANNELS and cout >= WINOGRAD_MIN_OUTPUTS:
         return winograd.conv3x3(x, kernel)
     if cin <= BLOCK_MAX_CHANNELS and stride == 1 and min(kh, kw) > 2:
         return _blocked_conv_valid(x, kernel)

@@ -71,8 +71,8 @@ def conv3x3(x: jax.Array, kernel: jax.Array) -> jax.Array:
     # V = B^T d B, in two passes (rows, then columns) so that each pass reads 6 strided views, not 36.
     rows = _combine(B_T, [x[:, u:u + M * th:M] for u in range(TILE)])  # (6, B, th, W', I)
     v = _combine(B_T, [rows[:, :, :, u:u + M * tw:M] for u in range(TILE)])  # (6 col, 6 row, B, th, tw, I)
-    m = jnp.einsum("knc,kco->kno", v.reshape(TILE * TILE, b * th * tw, cin),
-                   jnp.swapaxes(transform_kernel(kernel).reshape(TILE, TILE, cin, -1), 0, 1).reshape(TILE * TILE, cin, -1))
+    u = jnp.swapaxes(transform_kernel(kernel).reshape(TILE, TILE, cin, -1), 0, 1)  # (6 col, 6 row, I, O) as v
+    m = jnp.einsum("knc,kco->kno", v.reshape(TILE * TILE, b * th * tw, cin), u.reshape(TILE * TILE, cin, -1))
     m = m.reshape(TILE, TILE, b, th, tw, -1)  # (6 col, 6 row, ...)
     y = _combine(A_T, [m[:, u] for u in range(TILE)])  # rows back: (4 row, 6 col, B, th, tw, O)
     y = _combine(A_T, [y[:, u] for u in range(TILE)])  # columns back: (4 col, 4 row, B, th, tw, O)
