@@ -22,7 +22,8 @@ from .net import FastModel, TransformerNet, style_weights, variant_fields
 MIN_SIZE = 4  # the network's reflection padding needs more than 2 px after two stride-2 layers
 # Whole-image inference needs ~480 bytes of temporary buffers per pixel (paper width, float32; XLA's
 # memory_analysis, one image, 512 to 2048 px; smaller images add a fixed ~30 MB, mostly Winograd-transformed
-# kernels): above 16 Mpx (4096 x 4096, ~8 GB per image) images go through in tiles by default. The result is the same either way (jaxstyle/fast/tiled.py).
+# kernels): above 16 Mpx (4096 x 4096, ~8 GB per image) images go through in tiles by default. The result is the
+# same either way (jaxstyle/fast/tiled.py).
 AUTO_TILE_PIXELS = 4096 * 4096
 AUTO_TILE = 1024
 

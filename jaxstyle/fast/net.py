@@ -163,11 +163,9 @@ PHASE_ROWS = np.array([[[1, 0, 0], [0, 1, 1], [0, 0, 0]],
 def upsample_conv_valid(x: jax.Array, kernel: jax.Array) -> jax.Array:
     """``conv_valid(crop1(upsample2(x)), kernel)`` for NHWC ``x`` already padded by 1 (edge or zero, see
     :data:`PHASE_ROWS`) and a 3x3 HWIO ``kernel``: ``(B, h + 2, w + 2, I) -> (B, 2h, 2w, O)``."""
-    b, h, w = x.shape[0], x.shape[1] - 2, x.shape[2] - 2
     cin, cout = kernel.shape[2:]
     phases = jnp.einsum("apu,bqv,uvio->pqiabo", PHASE_ROWS, PHASE_ROWS, kernel).reshape(3, 3, cin, 4 * cout)
-    y = conv_valid(x, phases).reshape(b, h, w, 2, 2, cout)
-    return jnp.transpose(y, (0, 1, 3, 2, 4, 5)).reshape(b, 2 * h, 2 * w, cout)
+    return depth_to_space(conv_valid(x, phases))  # output channel (a, b, o): depth_to_space's order
 
 
 def reflect_pad(x: jax.Array, pad: int) -> jax.Array:
