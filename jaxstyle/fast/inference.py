@@ -28,12 +28,35 @@ AUTO_TILE_PIXELS = 4096 * 4096
 AUTO_TILE = 1024
 
 
+# On CPU a batch goes through the network PASS_PIXELS at a time (lax.map inside the one compiled call): working
+# memory then stays that of ~PASS_PIXELS pixels whatever the batch size, and at 512 px, batch 4, one image per
+# pass took 1205 instead of 1544 ms with glibc's default allocator (fewer fresh pages to fault in) and 1272
+# instead of 1413 with page faults taken out (a smaller working set). Smaller images gain nothing measurable from
+# passes of 256 x 256 px (128 px, batch 8: 204 against 197 ms; 256 px, batch 4: within noise), so they keep
+# whole batches (docs/fast.md, "Speed"). Accelerators keep the whole batch in one pass, which is what fills them.
+PASS_PIXELS = 512 * 512
+
+
+def images_per_pass(shape, backend: str | None = None) -> int:
+    """How many images of a ``(B, H, W, 3)`` batch one pass of the network takes (see :data:`PASS_PIXELS`)."""
+    if (backend or jax.default_backend()) != "cpu":
+        return shape[0]
+    return max(1, min(shape[0], PASS_PIXELS // (shape[1] * shape[2])))
+
+
 def stylize_batch(net: TransformerNet, params, images: jax.Array, mix: jax.Array,
                   original_colors: bool = False) -> jax.Array:
-    """Pure: ``(B, H, W, 3)`` in [0, 1] -> stylised ``(B, H, W, 3)`` in [0, 1]; ``mix`` is ``(n_styles,)``."""
-    style = jnp.broadcast_to(mix, (images.shape[0], net.n_styles))
-    out = jnp.clip(net.apply(params, images, style), 0.0, 1.0)
-    return colour.combine_luminance(out, images) if original_colors else out
+    """Pure: ``(B, H, W, 3)`` in [0, 1] -> stylised ``(B, H, W, 3)`` in [0, 1]; ``mix`` is ``(n_styles,)``.
+    Each image's result is its own (instance norm): the batch runs :func:`images_per_pass` images at a time."""
+
+    def run(x):
+        out = jnp.clip(net.apply(params, x, jnp.broadcast_to(mix, (x.shape[0], net.n_styles))), 0.0, 1.0)
+        return colour.combine_luminance(out, x) if original_colors else out
+
+    per_pass = images_per_pass(images.shape)
+    if per_pass >= images.shape[0]:
+        return run(images)
+    return jax.lax.map(lambda image: run(image[None])[0], images, batch_size=per_pass)
 
 
 @functools.lru_cache(maxsize=8)
