@@ -57,8 +57,9 @@ def test_batch_equals_one_by_one_and_lists_keep_order():
 
 def test_images_per_pass_bounds_the_pixels_on_cpu_only():
     per_pass = fast.inference.images_per_pass
-    assert per_pass((4, 512, 512, 3), "cpu") == 1 and per_pass((4, 256, 256, 3), "cpu") == 4
-    assert per_pass((8, 300, 300, 3), "cpu") == 2 and per_pass((3, 2048, 2048, 3), "cpu") == 1
+    assert per_pass((4, 256, 256, 3), "cpu") == 1 and per_pass((8, 128, 128, 3), "cpu") == 4
+    assert per_pass((8, 100, 200, 3), "cpu") == 3 and per_pass((3, 2048, 2048, 3), "cpu") == 1
+    assert per_pass((2, 64, 64, 3), "cpu") == 2
     assert per_pass((4, 512, 512, 3), "gpu") == 4 and per_pass((4, 512, 512, 3), "tpu") == 4
 
 

@@ -29,12 +29,12 @@ AUTO_TILE = 1024
 
 
 # On CPU a batch goes through the network PASS_PIXELS at a time (lax.map inside the one compiled call): working
-# memory then stays that of ~PASS_PIXELS pixels whatever the batch size, and at 512 px, batch 4, one image per
-# pass took 1205 instead of 1544 ms with glibc's default allocator (fewer fresh pages to fault in) and 1272
-# instead of 1413 with page faults taken out (a smaller working set). Smaller images gain nothing measurable from
-# passes of 256 x 256 px (128 px, batch 8: 204 against 197 ms; 256 px, batch 4: within noise), so they keep
-# whole batches (docs/fast.md, "Speed"). Accelerators keep the whole batch in one pass, which is what fills them.
-PASS_PIXELS = 512 * 512
+# memory then stays that of ~PASS_PIXELS pixels whatever the batch size, and one image per pass is faster:
+# 1038 instead of 1354 ms at 512 px, batch 4, with glibc's default allocator (fewer fresh pages to fault in),
+# 1272 instead of 1413 with page faults taken out (a smaller working set); at 256 px, batch 4, 397 instead of 431
+# ms (median of 12), equal with page faults taken out; 128 px, batch 8 in two passes: 204 against 197 ms
+# (docs/fast.md, "Speed"). Accelerators keep the whole batch in one pass, which is what fills them.
+PASS_PIXELS = 256 * 256
 
 
 def images_per_pass(shape, backend: str | None = None) -> int:
