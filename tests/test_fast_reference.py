@@ -37,7 +37,7 @@ def test_network_matches_pytorch_examples(width):
     net = fast.TransformerNet(width=width, n_residual=2)
     params = perturbed_params(net)
     x = np.random.default_rng(0).random((2, 24, 28, 3)).astype(np.float32)
-    ours = np.asarray(net.apply(params, x, np.ones((2, 1), np.float32)))
+    ours = np.asarray(jax.jit(net.apply)(params, x, np.ones((2, 1), np.float32)))  # jitted: op by op takes ~20 s
     ref = load_jax_params(TransformerNet(width=width, n_residual=2), params)(nchw(x)).detach().numpy()
     np.testing.assert_allclose(ours, np.transpose(ref, (0, 2, 3, 1)), rtol=1e-4, atol=1e-4)
 

@@ -352,7 +352,8 @@ def style_weights(n_styles: int, index=None, mix=None) -> jax.Array:
 def init_params(net: TransformerNet, seed: int = 0, size: int = 32) -> dict:
     """Initial parameters (Flax's default initialisers) from an integer seed."""
     x = jnp.zeros((1, size, size, 3), jnp.float32)
-    return net.init(jax.random.key(seed), x, style_weights(net.n_styles)[None])
+    # Jitted: the same values as op by op, which takes ~3x as long (15 against 4.7 s for the paper's network).
+    return jax.jit(net.init)(jax.random.key(seed), x, style_weights(net.n_styles)[None])
 
 
 def count_params(params) -> int:
