@@ -44,7 +44,7 @@ def save_pth(net, path, stale=False):
 
 
 def run(model, x):
-    return np.asarray(model.net.apply(model.params, x[None], np.ones((1, 1), np.float32)))[0]
+    return np.asarray(jax.jit(model.net.apply)(model.params, x[None], np.ones((1, 1), np.float32)))[0]
 
 
 def assert_close(ours, ref):
