@@ -35,7 +35,9 @@ def register(subparsers) -> argparse.ArgumentParser:
                         "transfer, Gatys et al. 2017)")
     parser.add_argument("--image-size", type=int, metavar="PX", help="resize each input's long side to PX "
                         "first (default: its own size)")
-    parser.add_argument("--batch-size", type=int, default=8, metavar="N", help="same-size images per batch")
+    parser.add_argument("--batch-size", type=int, default=8, metavar="N",
+                        help="same-size images per call (on CPU they pass through the network 256x256 px at a time, "
+                             "so memory does not grow with N)")
     parser.add_argument("--tile", type=int, metavar="PX", help="compute every layer in PX x PX windows with "
                         "whole-image statistics: same result, device memory bounded by the window (default: only "
                         "images over 16 Mpx, in 1024-px windows; 0: never)")
