@@ -55,7 +55,6 @@ def test_batch_equals_one_by_one_and_lists_keep_order():
         np.testing.assert_allclose(y, fast.apply(model, x), atol=1e-5)
 
 
-
 def test_images_per_pass_bounds_the_pixels_on_cpu_only():
     per_pass = fast.inference.images_per_pass
     assert per_pass((4, 256, 256, 3), "cpu") == 1 and per_pass((8, 128, 128, 3), "cpu") == 4
@@ -69,6 +68,7 @@ def test_batch_in_several_passes_equals_one_pass(monkeypatch, original_colors):
     model = tiny_model(n_styles=2)
     x = np.random.default_rng(2).random((5, 16, 20, 3)).astype(np.float32)
     mix = np.asarray([0.3, 0.7], np.float32)
+
     def run():  # traced afresh: the pass size is read at trace time
         return jax.jit(lambda p, x, w: fast.stylize_batch(model.net, p, x, w, original_colors))
 
@@ -76,6 +76,7 @@ def test_batch_in_several_passes_equals_one_pass(monkeypatch, original_colors):
     monkeypatch.setattr(fast.inference, "PASS_PIXELS", 2 * 16 * 20)  # 2 images a pass: 3 passes, the last short
     assert "while" in run().lower(model.params, x, mix).as_text()
     np.testing.assert_allclose(run()(model.params, x, mix), whole, atol=1e-4)  # rounding; 8 bits are 4e-3
+
 
 def test_style_mix_interpolates_instance_norm_parameters():
     model = tiny_model(n_styles=2)
