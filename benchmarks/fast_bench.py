@@ -67,7 +67,7 @@ def jax_side(size: int, weights: str) -> dict:
     net, mesh = train.network(cfg, 1), train.data_mesh()
     replicated, _ = train.shardings(mesh)
     obj = jax.device_put(obj, replicated)
-    box = {"state": jax.device_put(train.create_state(net, cfg), replicated)}
+    box = {"state": jax.device_put(train.init_state(net, cfg), replicated)}
     step = train.compile_step(net, cfg, mesh)
     batch = train.put_batch((rng.random((BATCH, size, size, 3)) * 255).astype(np.uint8), np.zeros(BATCH, np.int32), mesh)
 

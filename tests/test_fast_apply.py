@@ -34,7 +34,7 @@ def tiny_model(n_styles=1, seed=0, meta=None):
 
 def test_paper_layout_has_pytorch_examples_parameter_count():
     # pytorch/examples TransformerNet: 1,679,235 parameters (conv biases and instance-norm affines included).
-    shapes = jax.eval_shape(lambda: fast.init_params(fast.TransformerNet()))  # shapes only: no eager forward pass
+    shapes = jax.eval_shape(lambda: fast.initial_params(fast.TransformerNet()))  # shapes only: no eager forward pass
     assert fast.count_params(shapes) == 1_679_235
 
 

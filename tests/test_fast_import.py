@@ -209,7 +209,7 @@ def test_bad_files_give_one_line_and_write_nothing(case, tmp_path, capsys):
 def test_model_file_variants_stay_strict(tmp_path):
     assert cli_convert.STYLE_FORMATS == importers.FORMATS
     net = fast.TransformerNet(width=2, n_residual=0)
-    params = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), jax.eval_shape(lambda: fast.init_params(net)))
+    params = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), jax.eval_shape(lambda: fast.initial_params(net)))
     own = fast.FastModel(params=params, net=net, meta={"styles": ["x"]})
     fast.save_model(tmp_path / "own.npz", own)
     with np.load(tmp_path / "own.npz") as data:

@@ -87,7 +87,7 @@ def test_one_training_step_matches_pytorch_examples(tmp_path):
     content = (rng.random((2, 32, 32, 3)) * 255).astype(np.uint8)
     obj = objective.make_objective(vgg, [style], cfg)
     net = train.network(cfg, 1)
-    state = train.create_state(net, cfg).replace(params=perturbed_params(net))
+    state = train.init_state(net, cfg).replace(params=perturbed_params(net))
     state = state.replace(opt_state=train.optimizer(cfg).init(state.params))
     mesh = train.data_mesh(jax.devices()[:1])
     ref_net = load_jax_params(TransformerNet(width=4, n_residual=1), state.params)

@@ -18,11 +18,11 @@ import sys
 import threading
 import time
 
-import jax
 import numpy as np
 import pytest
 from PIL import Image
 
+import training_compare
 from jaxstyle import fast
 from jaxstyle.cli import main
 from jaxstyle.errors import EXIT_PEER
@@ -106,13 +106,6 @@ def test_two_process_sweep_equals_the_one_process_sweep(images, tmp_path):
     assert sorted(os.listdir(tmp_path / "two")) == sorted(os.listdir(tmp_path / "one"))
 
 
-def _kernels(path):
-    flat = jax.tree_util.tree_flatten_with_path(fast.load_model(path).params)[0]
-    # Biases that a later instance norm cancels have zero gradients up to rounding, which Adam turns into +-lr:
-    # they differ with any summation order and change nothing (test_fast_train.py says more).
-    return [np.asarray(a) for p, a in flat if p[-1].key != "bias"]
-
-
 def test_two_process_training_resumed_equals_one_process_training(images, tmp_path):
     argv = ["train", "--style", str(images / "s.png"), "--dataset", str(images / "data"), *TRAIN]
     two = str(tmp_path / "two.npz")
@@ -123,10 +116,11 @@ def test_two_process_training_resumed_equals_one_process_training(images, tmp_pa
     h2, h1 = ([json.loads(line) for line in open(p.replace(".npz", ".history.jsonl"))] for p in (two, one))
     assert [h["step"] for h in h2] == [1, 2, 3]
     for a, b in zip(h2, h1):
-        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5), a["step"]
-    k2, k1 = _kernels(two), _kernels(one)
-    worst = max(float(np.abs(a - b).max() / (np.abs(b).max() + 1e-12)) for a, b in zip(k2, k1))
-    assert worst < 1e-4, worst
+        # Up to rounding, carried on by Adam (training_compare.py): measured 2e-6 at steps 1-2, up to 1.4e-5 at 3;
+        # half of the batch instead changes the first loss by 1e-1.
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-4), a["step"]
+    kernels = [training_compare.kernels(fast.load_model(p).params) for p in (two, one)]
+    training_compare.assert_same_training(*kernels, learning_rate=1e-3)  # TRAIN keeps the default rate
     record = json.load(open(os.path.join(tmp_path, "two.ckpt", "3", "record", "metadata")))
     assert record["positions"] == [6, 6] and record["provenance"]["processes"] == 2
     profile = json.load(open(tmp_path / "prof" / "profile.json"))  # process 0's trace of step 2

@@ -38,7 +38,7 @@ def server(tmp_path_factory):
     net = fast.TransformerNet(n_styles=1, width=4, n_residual=1)
     rng = np.random.default_rng(0)
     params = jax.tree.map(lambda a: rng.normal(0, 0.2, a.shape).astype(np.float32),
-                          jax.eval_shape(lambda: fast.init_params(net)))
+                          jax.eval_shape(lambda: fast.initial_params(net)))
     fast.save_model(models / "tiny.npz", fast.FastModel(params=params, net=net, meta={}))
     app = make_app(str(weights), str(models), Limits(max_upload_bytes=UPLOAD_LIMIT, max_queued=2), run_dir=str(runs))
     with Background(app) as url:

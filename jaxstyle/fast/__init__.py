@@ -7,7 +7,7 @@ stylise any image in one forward pass: ``jaxstyle.fast.apply(jaxstyle.fast.load_
 
 from .inference import apply, stylize_batch
 from .model_file import FastModel, ModelFileError, load_model, save_model
-from .net import TransformerNet, count_params, init_params, style_weights
+from .net import TransformerNet, count_params, init_params, initial_params, style_weights
 
 __all__ = ["apply", "stylize_batch", "FastModel", "ModelFileError", "load_model", "save_model",
-           "TransformerNet", "count_params", "init_params", "style_weights"]
+           "TransformerNet", "count_params", "init_params", "initial_params", "style_weights"]

@@ -34,7 +34,7 @@ from ..errors import InputError, UsageError
 from ..io import torch7
 from ..nets import convert as vgg_convert
 from .model_file import key_paths, save_model
-from .net import FastModel, TransformerNet, init_params
+from .net import FastModel, TransformerNet, initial_params
 
 PYTORCH_EXAMPLES, FAST_NEURAL_STYLE = "pytorch-examples", "fast-neural-style"
 FORMATS = (PYTORCH_EXAMPLES, FAST_NEURAL_STYLE)
@@ -99,7 +99,7 @@ def assemble(path, net: TransformerNet, arrays: dict, labels: dict) -> dict:
     """The parameter pytree of ``net`` from ``arrays`` keyed like the model file (``params/c1/conv/kernel``),
     each in jaxstyle's layout; every leaf must be there with its shape and finite. ``labels`` names each key's
     origin in the source file, for the error messages."""
-    template = jax.eval_shape(lambda: init_params(net))
+    template = jax.eval_shape(lambda: initial_params(net))
     leaves = []
     for key, leaf in zip(key_paths(template), jax.tree.leaves(template)):
         a = np.asarray(arrays[key], np.float32)

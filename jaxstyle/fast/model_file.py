@@ -20,7 +20,7 @@ import numpy as np
 
 from ..atomic import atomic_write
 from ..errors import InputError
-from .net import NUMBERS, VARIANTS, FastModel, TransformerNet, init_params, variant_fields
+from .net import NUMBERS, VARIANTS, FastModel, TransformerNet, initial_params, variant_fields
 
 FORMAT = "jaxstyle-fast-style-network"
 # Version 2 adds the variant fields (imported networks). A network with the default variant is still written as
@@ -103,7 +103,7 @@ def load_model(path) -> FastModel:
         with np.load(path, allow_pickle=False) as data:
             meta = _read_meta(path, data)
             net = _net_from(path, meta.get("architecture"), meta["format_version"])
-            template = jax.eval_shape(lambda: init_params(net))
+            template = jax.eval_shape(lambda: initial_params(net))
             expected = dict(zip(key_paths(template), jax.tree.leaves(template)))
             missing = sorted(set(expected) - set(data.files))
             extra = sorted(set(data.files) - set(expected) - {META_KEY})

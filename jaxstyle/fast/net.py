@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .. import xla_options
 from ..nets import winograd
 
 EPS = 1e-5  # instance norm epsilon (torch.nn.InstanceNorm2d's)
@@ -351,17 +352,24 @@ def style_weights(n_styles: int, index=None, mix=None) -> jax.Array:
     return mix / jnp.sum(mix)
 
 
-def init_params(net: TransformerNet, seed: int = 0, size: int = 32) -> dict:
-    """Initial parameters (Flax's default initialisers) from an integer seed."""
+def initial_params(net: TransformerNet, seed: int | jax.Array = 0, size: int = 32) -> dict:
+    """Initial parameters (Flax's default initialisers) from an integer seed; pure (for use inside a jit)."""
     x = jnp.zeros((1, size, size, 3), jnp.float32)
-    return _jitted_init(net)(jax.random.key(seed), x, style_weights(net.n_styles)[None])
+    return net.init(jax.random.key(seed), x, style_weights(net.n_styles)[None])
+
+
+def init_params(net: TransformerNet, seed: int = 0, size: int = 32) -> dict:
+    """:func:`initial_params`, compiled once per network: for calls outside a jit (inside one, or under
+    ``jax.eval_shape``, call :func:`initial_params`)."""
+    return _jitted_init(net, size)(seed)
 
 
 @functools.lru_cache(maxsize=8)
-def _jitted_init(net: TransformerNet):
-    # Jitted: the same values as op by op, which takes ~3x as long (15 against 4.7 s for the paper's network);
-    # one jit per network, so a second call with the same network does not compile again.
-    return jax.jit(net.init)
+def _jitted_init(net: TransformerNet, size: int):
+    # Jitted: the same values as op by op (within one float32 ulp), which takes ~3x as long (15 against 4.7 s for
+    # the paper's network); one jit per network, so a second call with the same network does not compile again;
+    # compiled without backend optimisation (xla_options.quick_compile: ~0.7 instead of ~6 s to compile).
+    return jax.jit(functools.partial(initial_params, net, size=size), compiler_options=xla_options.quick_compile())
 
 
 def count_params(params) -> int:

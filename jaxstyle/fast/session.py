@@ -34,7 +34,7 @@ from .data import ImageStream, list_images
 from .model_file import FastModel, save_model
 from .net import style_weights
 from .objective import make_objective
-from .train import batch_styles, compile_step, create_state, data_mesh, local_rows, network, put_batch, shardings
+from .train import batch_styles, compile_step, data_mesh, init_state, local_rows, network, put_batch, shardings
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,8 +138,7 @@ def _start(run: Run, config, steps):
     vgg = perceptual.load_vgg(run.weights, arch=config.arch)
     net, mesh = network(config, len(styles)), data_mesh()
     replicated, _ = shardings(mesh)
-    # One compiled program, not Flax's op-by-op eager init (~190 small compilations: most of a short run's time).
-    state = jax.jit(create_state, static_argnums=(0, 1))(net, config)
+    state = init_state(net, config)
     position, skipped = _positions(record, start, config.batch_size)
     if record is not None:
         _, state, record = checkpoints.restore(paths.checkpoints, state)

@@ -19,7 +19,7 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from .. import xla_options
 from .config import FastConfig
-from .net import TransformerNet, init_params
+from .net import TransformerNet, initial_params
 from .objective import Objective, loss_terms
 
 AXIS = "data"
@@ -40,8 +40,20 @@ def optimizer(config: FastConfig) -> optax.GradientTransformation:
 
 
 def create_state(net: TransformerNet, config: FastConfig) -> TrainState:
-    params = init_params(net, config.seed)
+    params = initial_params(net, config.seed)
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer(config).init(params))
+
+
+def init_state(net: TransformerNet, config: FastConfig) -> TrainState:
+    """:func:`create_state` as one compiled program (not Flax's op-by-op eager init: ~190 small compilations, most
+    of a short run's time), compiled once per network and configuration, without backend optimisation: it runs
+    once (:func:`jaxstyle.xla_options.quick_compile`)."""
+    return _jitted_create_state(net, config)()
+
+
+@functools.lru_cache(maxsize=4)
+def _jitted_create_state(net: TransformerNet, config: FastConfig):
+    return jax.jit(functools.partial(create_state, net, config), compiler_options=xla_options.quick_compile())
 
 
 def batch_styles(step: int, batch_size: int, n_styles: int) -> np.ndarray:
