@@ -74,6 +74,13 @@ def gram(features: jax.Array) -> jax.Array:
     return perceptual.gram_matrix(features) / (c * h * w)
 
 
+def mean(x: jax.Array) -> jax.Array:
+    """The mean of all of ``x``, over the last axis first. Without YNNPACK fusions (as the train step is compiled)
+    XLA:CPU sums a whole array in one float32 accumulator: the content term of a 4 x 32 x 32 x 64 batch came out
+    3.7e-5 from its float64 value, 5e-7 this way (1.4e-7 with fusions). The value only: the gradient is the same."""
+    return jnp.mean(jnp.mean(x, axis=-1))
+
+
 def features(objective: Objective, images: jax.Array, layers: Sequence[str]) -> dict:
     out = perceptual.extract_features(objective.vgg, images, layers)
     return {name: f.astype(jnp.float32) * objective.gain for name, f in out.items()}
@@ -94,12 +101,12 @@ def loss_terms(objective: Objective, outputs: jax.Array, contents: jax.Array, st
     layers = tuple(dict.fromkeys((*cfg.content_layers, *cfg.style_layers)))
     f_out = features(objective, outputs, layers)
     f_in = features(objective, contents, cfg.content_layers)
-    content = sum(jnp.mean(jnp.square(f_out[n] - f_in[n])) for n in cfg.content_layers)
-    style_terms = [jnp.mean(jnp.square(gram(f_out[n]) - objective.style_grams[n][style])) for n in cfg.style_layers]
+    content = sum(mean(jnp.square(f_out[n] - f_in[n])) for n in cfg.content_layers)
+    style_terms = [mean(jnp.square(gram(f_out[n]) - objective.style_grams[n][style])) for n in cfg.style_layers]
     terms = {"content": cfg.content_weight * content, "style": cfg.style_weight * sum(style_terms)}
     if cfg.tv_weight:
         terms["tv"] = cfg.tv_weight * perceptual.tv_loss(outputs) / outputs.shape[0]
     if cfg.pixel_weight:
-        terms["pixel"] = cfg.pixel_weight * jnp.mean(jnp.square(outputs - contents))
+        terms["pixel"] = cfg.pixel_weight * mean(jnp.square(outputs - contents))
     terms["loss"] = sum(terms.values())
     return terms
