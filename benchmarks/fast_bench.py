@@ -58,7 +58,7 @@ def jax_side(size: int, weights: str) -> dict:
 
     import jaxstyle
     from jaxstyle.fast import config as config_lib, objective, train
-    from jaxstyle.fast.inference import _jitted
+    from jaxstyle.fast.inference import _jitted, prepare
 
     cfg = config_lib.FastConfig(image_size=size, style_size=size, batch_size=BATCH)
     rng = np.random.default_rng(0)
@@ -79,8 +79,9 @@ def jax_side(size: int, weights: str) -> dict:
     fwd = _jitted(net, False)
     w = jax.numpy.ones((1,), jax.numpy.float32)
 
-    def apply_once():  # the current parameters: the step donates (deletes) the state it is given
-        fwd(box["state"].params, x, w).block_until_ready()
+    def apply_once():  # the current parameters (the step donates, so deletes, the state it is given), prepared
+        # in every call as jaxstyle.fast.apply does (the Winograd kernels' transforms, a few ms)
+        fwd(prepare(net, box["state"].params), x, w).block_until_ready()
 
     return {"train": train_once, "apply": apply_once}
 

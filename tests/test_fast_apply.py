@@ -63,6 +63,30 @@ def test_images_per_pass_bounds_the_pixels_on_cpu_only():
     assert per_pass((4, 512, 512, 3), "gpu") == 4 and per_pass((4, 512, 512, 3), "tpu") == 4
 
 
+def test_prepared_winograd_kernels_give_the_same_images_with_fewer_temporaries():
+    net = fast.TransformerNet(width=8, n_residual=2)  # 32-channel residual and u1 convolutions: Winograd
+    params = fast.init_params(net, 3)
+    assert list(params) == ["params"]  # initialisation (and so training) never stores transformed kernels
+    prepared = fast.inference.prepare(net, params)
+    transformed = jax.tree_util.tree_flatten_with_path(prepared["winograd"])[0]
+    assert sorted(jax.tree_util.keystr(p[:-2]) for p, _ in transformed) == [
+        "['r1']['conv1']", "['r1']['conv2']", "['r2']['conv1']", "['r2']['conv2']", "['u1']", "['u2']"]
+    assert all(a.shape[0] == 36 for _, a in transformed)
+    jax.tree.map(np.testing.assert_array_equal, prepared["params"], params["params"])
+    x = np.random.default_rng(4).random((3, 32, 36, 3)).astype(np.float32)
+    w = np.ones((1,), np.float32)
+    fn = fast.inference._jitted(net, False)
+    np.testing.assert_allclose(fn(prepared, x, w), fn(params, x, w), atol=1e-6)
+
+    def temp(p):
+        return fn.lower(p, x, w).compile().memory_analysis().temp_size_in_bytes
+
+    # Without: every transformed kernel is computed in the call and kept alive across its loop over images.
+    assert temp(prepared) < temp(params) - 0.5 * sum(a.nbytes for _, a in transformed)
+    np.testing.assert_allclose(fast.apply(fast.FastModel(params=params, net=net, meta={}), x), fn(params, x, w),
+                               atol=1e-6)  # apply prepares, and gives the unprepared program's images
+
+
 @pytest.mark.parametrize("original_colors", [False, True])
 def test_batch_in_several_passes_equals_one_pass(monkeypatch, original_colors):
     model = tiny_model(n_styles=2)

@@ -140,13 +140,25 @@ WINOGRAD_MIN_CHANNELS = 16
 WINOGRAD_MIN_OUTPUTS = 16
 
 
-def conv_valid(x: jax.Array, kernel: jax.Array, stride: int = 1) -> jax.Array:
+# The variable collection that may hold each Winograd layer's transformed kernel (winograd.transform_kernel),
+# computed once per network by jaxstyle.fast.inference.prepare, so that the apply program does not transform
+# them on every call.
+WINOGRAD = "winograd"
+
+
+def uses_winograd(kernel_shape, stride: int = 1) -> bool:
+    """Whether :func:`conv_valid` computes a convolution with this HWIO kernel shape by Winograd's algorithm."""
+    kh, kw, cin, cout = kernel_shape
+    return (kh, kw, stride) == (3, 3, 1) and cin >= WINOGRAD_MIN_CHANNELS and cout >= WINOGRAD_MIN_OUTPUTS
+
+
+def conv_valid(x: jax.Array, kernel: jax.Array, stride: int = 1, transformed: jax.Array | None = None) -> jax.Array:
     """The "VALID" convolution of NHWC ``x`` with the HWIO ``kernel`` (no bias), on XLA:CPU's fast paths: by
-    Winograd's algorithm for wide 3x3 ones, on 2x2 blocks of pixels where the input has few channels, else
-    padded by :data:`FAST_VALID` and cropped."""
+    Winograd's algorithm for wide 3x3 ones (``transformed``: the kernel's transform computed beforehand), on 2x2
+    blocks of pixels where the input has few channels, else padded by :data:`FAST_VALID` and cropped."""
     kh, kw, cin, cout = kernel.shape
-    if (kh, kw, stride) == (3, 3, 1) and cin >= WINOGRAD_MIN_CHANNELS and cout >= WINOGRAD_MIN_OUTPUTS:
-        return winograd.conv3x3(x, kernel)
+    if uses_winograd(kernel.shape, stride):
+        return winograd.conv3x3(x, kernel, transformed)
     if cin <= BLOCK_MAX_CHANNELS and stride == 1 and min(kh, kw) > 2:
         return _blocked_conv_valid(x, kernel)
     y = jax.lax.conv_general_dilated(x, kernel, (stride, stride), FAST_VALID,
@@ -166,12 +178,18 @@ PHASE_ROWS = np.array([[[1, 0, 0], [0, 1, 1], [0, 0, 0]],
                        [[0, 0, 0], [1, 1, 0], [0, 0, 1]]], np.float32)
 
 
-def upsample_conv_valid(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    """``conv_valid(crop1(upsample2(x)), kernel)`` for NHWC ``x`` already padded by 1 (edge or zero, see
-    :data:`PHASE_ROWS`) and a 3x3 HWIO ``kernel``: ``(B, h + 2, w + 2, I) -> (B, 2h, 2w, O)``."""
+def phase_kernel(kernel: jax.Array) -> jax.Array:
+    """The 3x3 HWIO ``kernel`` of an upsampling layer as the ``(3, 3, I, 4 O)`` kernel that
+    :func:`upsample_conv_valid` applies on the small map (output channel (a, b, o): depth_to_space's order)."""
     cin, cout = kernel.shape[2:]
-    phases = jnp.einsum("apu,bqv,uvio->pqiabo", PHASE_ROWS, PHASE_ROWS, kernel).reshape(3, 3, cin, 4 * cout)
-    return depth_to_space(conv_valid(x, phases))  # output channel (a, b, o): depth_to_space's order
+    return jnp.einsum("apu,bqv,uvio->pqiabo", PHASE_ROWS, PHASE_ROWS, kernel).reshape(3, 3, cin, 4 * cout)
+
+
+def upsample_conv_valid(x: jax.Array, kernel: jax.Array, transformed: jax.Array | None = None) -> jax.Array:
+    """``conv_valid(crop1(upsample2(x)), kernel)`` for NHWC ``x`` already padded by 1 (edge or zero, see
+    :data:`PHASE_ROWS`) and a 3x3 HWIO ``kernel``: ``(B, h + 2, w + 2, I) -> (B, 2h, 2w, O)``; ``transformed``:
+    the Winograd transform of :func:`phase_kernel` computed beforehand."""
+    return depth_to_space(conv_valid(x, phase_kernel(kernel), transformed=transformed))
 
 
 def reflect_pad(x: jax.Array, pad: int) -> jax.Array:
@@ -269,9 +287,25 @@ class Conv(nn.Module):
         kernel = self.param("kernel", nn.initializers.lecun_normal(),
                             (self.kernel, self.kernel, x.shape[-1], self.features))
         bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
+        transformed = self._winograd_kernel(kernel)
         if self.upsampled:
-            return upsample_conv_valid(x, kernel) + bias
-        return conv_valid(x, kernel, self.stride) + bias
+            return upsample_conv_valid(x, kernel, transformed) + bias
+        return conv_valid(x, kernel, self.stride, transformed) + bias
+
+    def _winograd_kernel(self, kernel: jax.Array) -> jax.Array | None:
+        """The transformed kernel from the :data:`WINOGRAD` collection when the caller passes it; computed and
+        stored when that collection is mutable (:func:`jaxstyle.fast.inference.prepare`); else None (the
+        convolution transforms the kernel itself, as training does: the gradient flows through the transform)."""
+        shape = (3, 3, kernel.shape[2], 4 * kernel.shape[3]) if self.upsampled else kernel.shape
+        if not uses_winograd(shape, self.stride):
+            return None
+        if self.has_variable(WINOGRAD, "kernel"):
+            return self.get_variable(WINOGRAD, "kernel")
+        if self.is_mutable_collection(WINOGRAD) and not self.is_initializing():  # init: parameters only
+            transformed = winograd.transform_kernel(phase_kernel(kernel) if self.upsampled else kernel)
+            self.put_variable(WINOGRAD, "kernel", transformed)
+            return transformed
+        return None
 
 
 class ResidualBlock(nn.Module):

@@ -56,14 +56,19 @@ def _combine(mat: np.ndarray, parts: list) -> jax.Array:
 
 
 def transform_kernel(kernel: jax.Array) -> jax.Array:
-    """``U = G g G^T`` for an HWIO 3x3 kernel: ``(36, I, O)``."""
-    u = jnp.einsum("au,uvio,bv->abio", G, kernel, G, precision=jax.lax.Precision.HIGHEST)
+    """``U = G g G^T`` for an HWIO 3x3 kernel: ``(36, I, O)``, element ``(b, a)`` of the 6x6 transform at
+    ``6 b + a``: column-major, the order :func:`conv3x3` multiplies in. (Row-major and transposed in conv3x3,
+    XLA copied every transformed kernel of a network before its loop over a batch's passes and kept them all:
+    the apply program at 256 px, batch 4, held 89 instead of 35 MB of temporaries and took 402 instead of 345
+    ms; docs/fast.md, "Speed".)"""
+    u = jnp.einsum("au,uvio,bv->baio", G, kernel, G, precision=jax.lax.Precision.HIGHEST)
     return u.reshape(TILE * TILE, *kernel.shape[2:])
 
 
-def conv3x3(x: jax.Array, kernel: jax.Array) -> jax.Array:
+def conv3x3(x: jax.Array, kernel: jax.Array, transformed: jax.Array | None = None) -> jax.Array:
     """The "VALID" convolution (stride 1, no dilation) of NHWC ``x`` with the HWIO 3x3 ``kernel``, no bias:
-    ``(B, H, W, I) -> (B, H - 2, W - 2, O)``, any ``H, W >= 3``."""
+    ``(B, H, W, I) -> (B, H - 2, W - 2, O)``, any ``H, W >= 3``. ``transformed``: ``transform_kernel(kernel)``
+    computed beforehand (then ``kernel`` is not read)."""
     b, h, w, cin = x.shape
     ho, wo = h - R + 1, w - R + 1
     th, tw = -(-ho // M), -(-wo // M)  # output blocks; the input is zero-padded to whole blocks, the extra cropped
@@ -71,8 +76,8 @@ def conv3x3(x: jax.Array, kernel: jax.Array) -> jax.Array:
     # V = B^T d B, in two passes (rows, then columns) so that each pass reads 6 strided views, not 36.
     rows = _combine(B_T, [x[:, u:u + M * th:M] for u in range(TILE)])  # (6, B, th, W', I)
     v = _combine(B_T, [rows[:, :, :, u:u + M * tw:M] for u in range(TILE)])  # (6 col, 6 row, B, th, tw, I)
-    u = jnp.swapaxes(transform_kernel(kernel).reshape(TILE, TILE, cin, -1), 0, 1)  # (6 col, 6 row, I, O) as v
-    m = jnp.einsum("knc,kco->kno", v.reshape(TILE * TILE, b * th * tw, cin), u.reshape(TILE * TILE, cin, -1))
+    u = transform_kernel(kernel) if transformed is None else transformed  # (6 col x 6 row, I, O), as v
+    m = jnp.einsum("knc,kco->kno", v.reshape(TILE * TILE, b * th * tw, cin), u)
     m = m.reshape(TILE, TILE, b, th, tw, -1)  # (6 col, 6 row, ...)
     y = _combine(A_T, [m[:, u] for u in range(TILE)])  # rows back: (4 row, 6 col, B, th, tw, O)
     y = _combine(A_T, [y[:, u] for u in range(TILE)])  # columns back: (4 col, 4 row, B, th, tw, O)
