@@ -770,22 +770,32 @@ def _multiprocess_section() -> list[str]:
             "Details: docs/multiprocess.md.\n"]
 
 
+FAST_RUNS = ("fast_cpu", "fast_cpu_256_steps7", "fast_cpu_malloc_tuned")  # benchmarks/fast_bench.py --out
+
+
 def _fast_section() -> list[str]:
-    """Fast style transfer's train step and apply against PyTorch (benchmarks/fast_bench.py writes the JSON)."""
-    fast = _load("fast_cpu")
-    if not fast:
+    """Fast style transfer's train step and apply against PyTorch (benchmarks/fast_bench.py writes the JSON): one
+    row per size of each run in :data:`FAST_RUNS`, labelled by its glibc allocator setting."""
+    runs = [(name, r) for name in FAST_RUNS if (r := _load(name))]
+    if not runs:
         return []
-    load = fast["load_average_1min"]
     out = ["## Fast style transfer: train step and apply (batch 4)\n",
-           f"`{fast['command']}`, {fast['date']}, {fast['cpus']}-core CPU (load {load[0]} -> {load[1]}), the two "
-           "sides' calls alternating; details and what was tried in [fast.md](fast.md#speed):\n",
-           "| size | train img/s jax / torch | ratio (goal <= 0.9) | apply img/s jax / torch | ratio (goal <= 0.8) |",
-           "|---|---|---|---|---|"]
-    for r in fast["rows"]:
-        j, t = r["jax"], r["torch"]
-        out.append(f"| {r['size']} | {j['train_images_per_s']:.2f} / {t['train_images_per_s']:.2f} | "
-                   f"{r['train_time_ratio']:.2f} | {j['apply_images_per_s']:.2f} / {t['apply_images_per_s']:.2f} | "
-                   f"{r['apply_time_ratio']:.2f} |")
+           "Runs: " + "; ".join(f"`{r['command']}` ({r['date']}, {r['steps']} timed steps, load "
+                                f"{r['load_average_1min'][0]} -> {r['load_average_1min'][1]})" for _, r in runs) + ". "
+           f"{runs[0][1]['cpus']}-core CPU, the two sides' calls alternating in one process. \"tuned\": glibc "
+           "told to keep freed memory (`MALLOC_*` in the command), which takes the page faults of freshly mapped "
+           "buffers out of both sides. Earlier runs, what changed between them and what was tried: "
+           "[fast.md](fast.md#speed).\n",
+           "| size | allocator | train img/s jax / torch | ratio (goal <= 0.9) | apply img/s jax / torch | ratio "
+           "(goal <= 0.8) |", "|---|---|---|---|---|---|"]
+    for _, fast in runs:
+        allocator = "tuned" if "MALLOC_" in fast["command"] else "default"
+        for r in fast["rows"]:
+            j, t = r["jax"], r["torch"]
+            out.append(f"| {r['size']} | {allocator} | {j['train_images_per_s']:.2f} / "
+                       f"{t['train_images_per_s']:.2f} | {r['train_time_ratio']:.2f} | "
+                       f"{j['apply_images_per_s']:.2f} / {t['apply_images_per_s']:.2f} | "
+                       f"{r['apply_time_ratio']:.2f} |")
     return out + [""]
 
 

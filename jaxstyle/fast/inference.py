@@ -22,7 +22,7 @@ from .net import WINOGRAD, FastModel, TransformerNet, style_weights, variant_fie
 MIN_SIZE = 4  # the network's reflection padding needs more than 2 px after two stride-2 layers
 # Whole-image inference needs ~480 bytes of temporary buffers per pixel (paper width, float32; XLA's
 # memory_analysis, one image, 512 to 2048 px; smaller images add a fixed ~30 MB, mostly Winograd-transformed
-# kernels): above 16 Mpx (4096 x 4096, ~8 GB per image) images go through in tiles by default. The result is the
+# kernels when the parameters are not prepared, see prepare): above 16 Mpx (4096 x 4096, ~8 GB per image) images go through in tiles by default. The result is the
 # same either way (jaxstyle/fast/tiled.py).
 AUTO_TILE_PIXELS = 4096 * 4096
 AUTO_TILE = 1024
@@ -32,8 +32,8 @@ AUTO_TILE = 1024
 # memory then stays that of ~PASS_PIXELS pixels whatever the batch size, and one image per pass is faster:
 # 1038 instead of 1354 ms at 512 px, batch 4, with glibc's default allocator (fewer fresh pages to fault in),
 # 1272 instead of 1413 with page faults taken out (a smaller working set); at 256 px, batch 4, 397 instead of 431
-# ms (median of 12), equal with page faults taken out; 128 px, batch 8 in two passes: 204 against 197 ms
-# (docs/fast.md, "Speed"). Accelerators keep the whole batch in one pass, which is what fills them.
+# ms in one measurement, equal in later ones (within the machine's drift); 128 px, batch 8 in two passes: 204
+# against 197 ms (docs/fast.md, "Speed"). Accelerators keep the whole batch in one pass, which is what fills them.
 PASS_PIXELS = 256 * 256
 
 
