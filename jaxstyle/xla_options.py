@@ -27,21 +27,20 @@ _NO_LIBRARY_FUSIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
 def no_library_fusions() -> dict:
     """On CPU, the options that turn YNNPACK library fusions off; ``{}`` on other backends or if this XLA has no
     such option (the programs then compile as usual)."""
-    if jax.default_backend() != "cpu":
-        return {}
-    try:
-        jax.jit(lambda x: x + 1).lower(jnp.zeros(())).compile(compiler_options=_NO_LIBRARY_FUSIONS)
-    except Exception:  # an XLA without the option
-        return {}
-    return dict(_NO_LIBRARY_FUSIONS)
+    return _if_supported(_NO_LIBRARY_FUSIONS) if jax.default_backend() == "cpu" else {}
 
 
 @functools.cache
 def quick_compile() -> dict:
     """Options that skip backend optimisation, for one-off programs that take longer to compile than to run;
     ``{}`` if this XLA has no such option."""
+    return _if_supported(_QUICK_COMPILE)
+
+
+def _if_supported(options: dict) -> dict:
+    """``options`` if this XLA compiles a program with them, else ``{}``."""
     try:
-        jax.jit(lambda x: x + 1).lower(jnp.zeros(())).compile(compiler_options=_QUICK_COMPILE)
+        jax.jit(lambda x: x + 1).lower(jnp.zeros(())).compile(compiler_options=options)
     except Exception:  # an XLA without the option
         return {}
-    return dict(_QUICK_COMPILE)
+    return dict(options)

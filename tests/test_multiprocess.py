@@ -26,6 +26,7 @@ import training_compare
 from jaxstyle import fast
 from jaxstyle.cli import main
 from jaxstyle.errors import EXIT_PEER
+from jaxstyle.fast.config import FastConfig
 from jaxstyle.fast.data import ImageStream, list_images
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -120,7 +121,7 @@ def test_two_process_training_resumed_equals_one_process_training(images, tmp_pa
         # half of the batch instead changes the first loss by 1e-1.
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-4), a["step"]
     kernels = [training_compare.kernels(fast.load_model(p).params) for p in (two, one)]
-    training_compare.assert_same_training(*kernels, learning_rate=1e-3)  # TRAIN keeps the default rate
+    training_compare.assert_same_training(*kernels, FastConfig.learning_rate)  # TRAIN keeps the default rate
     record = json.load(open(os.path.join(tmp_path, "two.ckpt", "3", "record", "metadata")))
     assert record["positions"] == [6, 6] and record["provenance"]["processes"] == 2
     profile = json.load(open(tmp_path / "prof" / "profile.json"))  # process 0's trace of step 2
