@@ -22,8 +22,8 @@ from .net import WINOGRAD, FastModel, TransformerNet, style_weights, variant_fie
 MIN_SIZE = 4  # the network's reflection padding needs more than 2 px after two stride-2 layers
 # Whole-image inference needs ~480 bytes of temporary buffers per pixel (paper width, float32; XLA's
 # memory_analysis, one image, 512 to 2048 px; smaller images add a fixed ~30 MB, mostly Winograd-transformed
-# kernels when the parameters are not prepared, see prepare): above 16 Mpx (4096 x 4096, ~8 GB per image) images go through in tiles by default. The result is the
-# same either way (jaxstyle/fast/tiled.py).
+# kernels when the parameters are not prepared, see prepare): above 16 Mpx (4096 x 4096, ~8 GB per image) images
+# go through in tiles by default. The result is the same either way (jaxstyle/fast/tiled.py).
 AUTO_TILE_PIXELS = 4096 * 4096
 AUTO_TILE = 1024
 
@@ -63,7 +63,7 @@ def prepare(net: TransformerNet, params) -> dict:
     """``params`` with every Winograd layer's transformed kernel added (the :data:`~jaxstyle.fast.net.WINOGRAD`
     collection), for calls of :func:`stylize_batch` with the same parameters: the same result, with the kernel
     transforms computed once here instead of in every call, where XLA kept them all alive as temporaries (at 256
-    px, batch 4: 35 instead of 89 MB, 345 instead of 405 ms; docs/fast.md, "Speed")."""
+    px, batch 4: 35 instead of 89 MB, 376 instead of 450 ms, median of 11; docs/fast.md, "Speed")."""
     return _jitted_prepare(net)(params)
 
 

@@ -296,13 +296,13 @@ class Conv(nn.Module):
         """The transformed kernel from the :data:`WINOGRAD` collection when the caller passes it; computed and
         stored when that collection is mutable (:func:`jaxstyle.fast.inference.prepare`); else None (the
         convolution transforms the kernel itself, as training does: the gradient flows through the transform)."""
-        shape = (3, 3, kernel.shape[2], 4 * kernel.shape[3]) if self.upsampled else kernel.shape
-        if not uses_winograd(shape, self.stride):
+        applied = phase_kernel(kernel) if self.upsampled else kernel  # what conv_valid convolves with
+        if not uses_winograd(applied.shape, self.stride):
             return None
         if self.has_variable(WINOGRAD, "kernel"):
             return self.get_variable(WINOGRAD, "kernel")
         if self.is_mutable_collection(WINOGRAD) and not self.is_initializing():  # init: parameters only
-            transformed = winograd.transform_kernel(phase_kernel(kernel) if self.upsampled else kernel)
+            transformed = winograd.transform_kernel(applied)
             self.put_variable(WINOGRAD, "kernel", transformed)
             return transformed
         return None

@@ -58,9 +58,8 @@ def _combine(mat: np.ndarray, parts: list) -> jax.Array:
 def transform_kernel(kernel: jax.Array) -> jax.Array:
     """``U = G g G^T`` for an HWIO 3x3 kernel: ``(36, I, O)``, element ``(b, a)`` of the 6x6 transform at
     ``6 b + a``: column-major, the order :func:`conv3x3` multiplies in. (Row-major and transposed in conv3x3,
-    XLA copied every transformed kernel of a network before its loop over a batch's passes and kept them all:
-    the apply program at 256 px, batch 4, held 89 instead of 35 MB of temporaries and took 402 instead of 345
-    ms; docs/fast.md, "Speed".)"""
+    XLA copied every prepared kernel (jaxstyle.fast.inference.prepare) before its loop over a batch's passes and
+    kept the copies: the apply program at 256 px, batch 4, held 55 instead of 35 MB of temporaries.)"""
     u = jnp.einsum("au,uvio,bv->baio", G, kernel, G, precision=jax.lax.Precision.HIGHEST)
     return u.reshape(TILE * TILE, *kernel.shape[2:])
 
